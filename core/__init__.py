@@ -1,0 +1,1 @@
+"""Core engine: loads models from models/ and runs generations. Never imports Gradio."""

@@ -1,0 +1,182 @@
+"""Runs one GenerationRequest at a time per device and streams its events (progress, previews, result)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from core.devices import DevicePolicy, is_out_of_memory, release_memory
+from core.errors import UserError
+from core.events import Event, EventChannel, GeneratedImage, JobControl, Notice, Progress, Result
+from core.infotext import build_infotext
+from core.model_cache import ActiveModel, ModelCache
+from core.outputs import OutputWriter
+from core.previews import DenoisedTracker, make_previewer
+from core.request import GenerationRequest
+from core.samplers import make_scheduler
+
+log = logging.getLogger(__name__)
+
+
+def resolve_seed(seed: int) -> int:
+    """-1 means random, as in A1111."""
+    return random.randrange(2**32) if seed == -1 else seed
+
+
+@dataclass
+class _Clock:
+    started: float
+    total_steps: int
+    done_steps: int = 0
+
+    def eta(self) -> float | None:
+        if self.done_steps == 0:
+            return None
+        elapsed = time.perf_counter() - self.started
+        return elapsed / self.done_steps * (self.total_steps - self.done_steps)
+
+
+class Engine:
+    """The generation engine. `run()` is a generator of events; the GPU work happens on a worker thread."""
+
+    def __init__(self, models: ModelCache, outputs: OutputWriter, policy: DevicePolicy):
+        self.models = models
+        self.outputs = outputs
+        self.policy = policy
+        self._device_lock = threading.Lock()  # one job at a time per device, whoever asks
+
+    def run(self, request: GenerationRequest, control: JobControl | None = None, mode: str = "txt2img") -> Iterator[Event]:
+        """Validate, then stream Progress/Notice events and finally one Result. UserError for fixable problems."""
+        request = request.validated()
+        control = control or JobControl()
+        channel = EventChannel()
+        worker = threading.Thread(target=self._work, args=(request, control, channel, mode), daemon=True)
+        worker.start()
+        try:
+            yield from channel
+        finally:
+            # A consumer that goes away (closed browser tab) must not leave the GPU busy.
+            if worker.is_alive():
+                control.interrupt()
+
+    def generate(self, request: GenerationRequest, control: JobControl | None = None) -> Result:
+        """Run to completion and return the Result (for scripts, tests and the API)."""
+        result = None
+        for event in self.run(request, control):
+            if isinstance(event, Result):
+                result = event
+        assert result is not None
+        return result
+
+    def _work(self, request: GenerationRequest, control: JobControl, channel: EventChannel, mode: str) -> None:
+        error: BaseException | None = None
+        try:
+            with self._device_lock:
+                if self.policy.note:
+                    channel.put(Notice(self.policy.note))
+                channel.put(self._generate(request, control, channel, mode))
+        except UserError as exc:
+            error = exc
+        except Exception as exc:  # the server must survive anything a job does
+            if is_out_of_memory(exc):
+                release_memory(self.policy.device)
+                error = UserError(
+                    f"Out of GPU memory at {request.width}x{request.height}, batch size {request.batch_size}. "
+                    "Try a smaller size or batch size."
+                )
+            else:
+                log.exception("Generation failed")
+                error = UserError(f"Generation failed: {type(exc).__name__}: {exc}")
+        finally:
+            channel.close(error)
+
+    def _generate(self, request: GenerationRequest, control: JobControl, channel: EventChannel, mode: str) -> Result:
+        if control.interrupted:
+            return Result([], interrupted=True)
+        active = self.models.activate(request.checkpoint, request.vae)
+        seed = resolve_seed(request.seed)
+        clock = _Clock(time.perf_counter(), request.steps * request.n_iter)
+        images: list[GeneratedImage] = []
+        for batch in range(request.n_iter):
+            if control.interrupted:
+                break
+            seeds = [seed + batch * request.batch_size + i for i in range(request.batch_size)]
+            pil_images = self._run_batch(request, active, seeds, batch, control, channel, clock)
+            control.take_skip()
+            for image, image_seed in zip(pil_images, seeds, strict=True):
+                infotext = build_infotext(
+                    request,
+                    seed=image_seed,
+                    model_name=active.entry.stem,
+                    model_hash=active.model_hash,
+                    vae_name=active.vae_name,
+                    vae_hash=active.vae_hash,
+                )
+                path = self.outputs.save(image, infotext, mode=mode, seed=image_seed)
+                images.append(GeneratedImage(image, image_seed, infotext, path))
+        return Result(images, interrupted=control.interrupted)
+
+    def _run_batch(self, request, active: ActiveModel, seeds, batch, control, channel, clock) -> list[Image.Image]:
+        loaded = active.loaded
+        pipe = loaded.pipeline
+        pipe.scheduler = make_scheduler(request.sampler_name, request.scheduler, loaded.scheduler_config)
+        if "noise_sampler_seed" in pipe.scheduler.config:
+            # DPM++ SDE draws Brownian noise from its own seed; tie it to the image seed for reproducibility.
+            pipe.scheduler.register_to_config(noise_sampler_seed=seeds[0])
+        tracker = DenoisedTracker(pipe.scheduler)
+        previewer = make_previewer(request.preview_method, pipe, loaded.family)
+        batch_start_steps = clock.done_steps
+
+        def on_step_end(pipeline, i, t, tensors):
+            if control.should_stop_batch:
+                pipeline._interrupt = True
+            step = i + 1
+            clock.done_steps = batch_start_steps + step
+            preview = None
+            if previewer and step % request.preview_every_n_steps == 0 and step < request.steps:
+                with torch.no_grad():
+                    preview = previewer(tracker.denoised(tensors["latents"]))
+            channel.put(
+                Progress(
+                    step=step,
+                    total_steps=request.steps,
+                    batch_index=batch,
+                    batch_count=request.n_iter,
+                    elapsed=time.perf_counter() - clock.started,
+                    eta=clock.eta(),
+                    preview=preview,
+                )
+            )
+            return tensors
+
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        kwargs = dict(
+            prompt=[request.prompt] * len(seeds),
+            negative_prompt=[request.negative_prompt] * len(seeds),
+            num_inference_steps=request.steps,
+            guidance_scale=request.cfg_scale,
+            width=request.width,
+            height=request.height,
+            generator=generators,
+            clip_skip=request.clip_skip - 1 or None,  # A1111 counts the last layer as 1; diffusers counts skips
+            callback_on_step_end=on_step_end,
+            output_type="pil",
+        )
+        if loaded.is_inpainting:
+            # A1111's txt2img with inpainting models: everything masked, over a neutral grey image.
+            kwargs.update(
+                image=Image.new("RGB", (request.width, request.height), (127, 127, 127)),
+                mask_image=Image.new("L", (request.width, request.height), 255),
+                strength=1.0,
+            )
+        with torch.inference_mode():
+            output = pipe(**kwargs)
+        clock.done_steps = batch_start_steps + request.steps
+        return output.images

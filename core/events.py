@@ -1,0 +1,120 @@
+"""What the engine tells its consumers while a job runs: progress with previews, notices, and the result."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int  # steps done in the current image batch
+    total_steps: int
+    batch_index: int  # which batch of the batch count (0-based)
+    batch_count: int
+    elapsed: float  # seconds since the job started
+    eta: float | None  # seconds left for the whole job, once it can be estimated
+    preview: list[Image.Image] | None = None
+
+    @property
+    def fraction(self) -> float:
+        done = self.batch_index * self.total_steps + self.step
+        return done / max(1, self.batch_count * self.total_steps)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know that does not stop the job (CPU fallback, a model being loaded…)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    image: Image.Image
+    seed: int
+    infotext: str
+    path: Path | None
+
+
+@dataclass(frozen=True)
+class Result:
+    images: list[GeneratedImage]
+    interrupted: bool = False
+    notices: list[str] = field(default_factory=list)
+
+
+Event = Progress | Notice | Result
+
+
+class JobControl:
+    """Flags a running job checks at every step: Interrupt stops the job, Skip ends the current batch."""
+
+    def __init__(self) -> None:
+        self._interrupt = threading.Event()
+        self._skip = threading.Event()
+
+    def interrupt(self) -> None:
+        self._interrupt.set()
+
+    def skip(self) -> None:
+        self._skip.set()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupt.is_set()
+
+    def take_skip(self) -> bool:
+        """True once per Skip press: the batch that sees it ends early, the next ones run."""
+        skipped = self._skip.is_set()
+        self._skip.clear()
+        return skipped
+
+    @property
+    def should_stop_batch(self) -> bool:
+        return self._interrupt.is_set() or self._skip.is_set()
+
+
+class EventChannel:
+    """Worker thread → consumer. A newer Progress replaces one not yet taken ("latest preview wins")."""
+
+    _DONE = object()
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: deque = deque()
+        self._progress: Progress | None = None
+        self._error: BaseException | None = None
+
+    def put(self, event: Event) -> None:
+        with self._cond:
+            if isinstance(event, Progress):
+                self._progress = event
+            else:
+                self._progress = None  # a later event makes an unsent progress stale
+                self._queue.append(event)
+            self._cond.notify()
+
+    def close(self, error: BaseException | None = None) -> None:
+        with self._cond:
+            self._error = error
+            self._queue.append(self._DONE)
+            self._cond.notify()
+
+    def __iter__(self):
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue or self._progress is not None)
+                if self._progress is not None:
+                    event, self._progress = self._progress, None
+                else:
+                    event = self._queue.popleft()
+            if event is self._DONE:
+                if self._error is not None:
+                    raise self._error
+                return
+            yield event

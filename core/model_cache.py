@@ -1,0 +1,111 @@
+"""Keeps recently used checkpoints and VAEs loaded (LRU), so switching back is cheap, and frees evicted ones."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffusers import AutoencoderKL
+
+from core.devices import DevicePolicy, release_memory
+from core.errors import UserError
+from core.loader import LoadedCheckpoint, load_checkpoint, load_vae, place_vae
+from core.registry import ModelEntry, ModelRegistry
+
+log = logging.getLogger(__name__)
+
+VAE_SUFFIXES = (".vae.safetensors", ".vae.pt", ".vae.ckpt")
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    """The checkpoint a job runs with, and how to name it and its VAE in the infotext."""
+
+    loaded: LoadedCheckpoint
+    entry: ModelEntry
+    model_hash: str | None
+    vae_name: str | None
+    vae_hash: str | None
+
+
+class ModelCache:
+    """LRU of loaded checkpoints; its size is read from `capacity()` each time so a settings change applies."""
+
+    def __init__(self, registry: ModelRegistry, policy: DevicePolicy, capacity: Callable[[], int], sd2_prediction):
+        self.registry = registry
+        self.policy = policy
+        self.capacity = capacity
+        self.sd2_prediction = sd2_prediction
+        self._checkpoints: OrderedDict[Path, LoadedCheckpoint] = OrderedDict()
+        self._vaes: OrderedDict[tuple[Path, str], AutoencoderKL] = OrderedDict()
+        self.last_load_seconds = 0.0
+
+    def activate(self, checkpoint: str, vae: str = "Automatic") -> ActiveModel:
+        """Load (or reuse) the checkpoint and put the chosen VAE in it."""
+        entry = self.registry.find("checkpoint", checkpoint)
+        loaded = self._checkpoint(entry)
+        vae_entry = self._vae_entry(entry, vae)
+        if vae_entry is None:
+            if loaded.own_vae is None:
+                raise UserError(f"{entry.name} contains no VAE: choose one from models/VAE in the VAE dropdown.")
+            loaded.pipeline.vae = loaded.own_vae
+            vae_name = vae_hash = None
+        else:
+            loaded.pipeline.vae = self._vae(vae_entry, loaded)
+            vae_name, vae_hash = vae_entry.name, self.registry.short_hash(vae_entry)
+        return ActiveModel(loaded, entry, self.registry.short_hash(entry), vae_name, vae_hash)
+
+    def _checkpoint(self, entry: ModelEntry) -> LoadedCheckpoint:
+        if entry.path in self._checkpoints:
+            self._checkpoints.move_to_end(entry.path)
+            return self._checkpoints[entry.path]
+        self._evict(self._checkpoints, max(0, self.capacity() - 1))
+        started = time.perf_counter()
+        loaded = load_checkpoint(entry.path, self.policy, self.sd2_prediction())
+        self.last_load_seconds = time.perf_counter() - started
+        log.info("Loaded %s (%s) in %.1f s", entry.name, loaded.description, self.last_load_seconds)
+        self.registry.remember_family(entry, loaded.description)
+        self._checkpoints[entry.path] = loaded
+        return loaded
+
+    def _vae_entry(self, checkpoint: ModelEntry, choice: str) -> ModelEntry | None:
+        if choice == "None":
+            return None
+        if choice != "Automatic":
+            return self.registry.find("vae", choice)
+        # A1111's "Automatic": a VAE named like the checkpoint, beside it or in models/VAE.
+        stem = Path(checkpoint.name).stem
+        for candidate in self.registry.list("vae"):
+            if any(candidate.path.name == stem + suffix for suffix in VAE_SUFFIXES):
+                return candidate
+        for suffix in VAE_SUFFIXES:
+            beside = checkpoint.path.with_name(stem + suffix)
+            if beside.is_file():
+                return ModelEntry("vae", beside.name, beside)
+        return None
+
+    def _vae(self, entry: ModelEntry, loaded: LoadedCheckpoint) -> AutoencoderKL:
+        key = (entry.path, loaded.family.id)
+        if key not in self._vaes:
+            self._evict(self._vaes, 1)
+            vae = load_vae(entry.path, loaded.family)
+            place_vae(vae, loaded.family, self.policy)
+            self._vaes[key] = vae
+        self._vaes.move_to_end(key)
+        return self._vaes[key]
+
+    def _evict(self, cache: OrderedDict, keep: int) -> None:
+        evicted = False
+        while len(cache) > keep:
+            key, _ = cache.popitem(last=False)
+            log.info("Unloaded %s", key)
+            evicted = True
+        if evicted:
+            release_memory(self.policy.device)
+
+    def loaded_names(self) -> list[str]:
+        return [p.name for p in self._checkpoints]

@@ -1,0 +1,1 @@
+"""Gradio web UI: one module per tab, building requests and rendering engine events."""

@@ -133,9 +133,18 @@ def _text_encoder(state_dict: StateDict, spec: TextEncoderSpec, name: str) -> to
         converted = convert_open_clip_checkpoint(model, state_dict, prefix=spec.prefix)
     else:
         converted = convert_ldm_clip_checkpoint(state_dict, remove_prefix=spec.prefix)
-        # Some SD1 files predate transformers' "text_model." nesting.
-        converted = {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in converted.items()}
+    # Files nest the encoder under "text_model." or not (old SD1 files), and so do transformers' classes
+    # (CLIPTextModel's own keys have no "text_model." in transformers 5): compare without it.
+    nested = any(k.startswith("text_model.") for k in model.state_dict())
+    converted = {_text_key(k, nested): v for k, v in converted.items()}
     return _assign(model, converted, name)
+
+
+def _text_key(key: str, nested: bool) -> str:
+    bare = key.removeprefix("text_model.")
+    if bare == key and key.startswith("text_projection"):
+        return key
+    return f"text_model.{bare}" if nested else bare
 
 
 def _pipeline_class(family: Family, is_inpainting: bool) -> type[DiffusionPipeline]:

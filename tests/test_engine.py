@@ -1,0 +1,165 @@
+"""End to end through the engine with tiny models: determinism, seeds, previews, interrupt, skip, outputs."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.errors import UserError
+from core.events import JobControl, Notice, Progress, Result
+from core.outputs import read_infotext
+from tests.conftest import tiny_request
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def test_same_request_and_seed_give_same_pixels(engine):
+    first = engine.generate(tiny_request())
+    second = engine.generate(tiny_request())
+    other = engine.generate(tiny_request(seed=1235))
+    assert np.array_equal(pixels(first.images[0].image), pixels(second.images[0].image))
+    assert not np.array_equal(pixels(first.images[0].image), pixels(other.images[0].image))
+
+
+def test_batch_image_i_uses_seed_plus_i(engine):
+    result = engine.generate(tiny_request(batch_size=2, n_iter=2, seed=100))
+    assert [img.seed for img in result.images] == [100, 101, 102, 103]
+    alone = engine.generate(tiny_request(seed=103))
+    # The same seed gives the same picture whether it was the 4th image of a batch or generated alone.
+    diff = np.abs(pixels(result.images[3].image) - pixels(alone.images[0].image)).max()
+    assert diff <= 1
+
+
+def test_random_seed_is_recorded(engine):
+    result = engine.generate(tiny_request(seed=-1))
+    seed = result.images[0].seed
+    assert 0 <= seed < 2**32
+    assert f"Seed: {seed}," in result.images[0].infotext
+
+
+@pytest.mark.parametrize("method", ["Approximate", "Full VAE"])
+def test_previews_arrive_and_never_change_the_image(engine, method):
+    plain = engine.generate(tiny_request(steps=6))
+    events = list(engine.run(tiny_request(steps=6, preview_method=method, preview_every_n_steps=1)))
+    previews = [e for e in events if isinstance(e, Progress) and e.preview]
+    result = events[-1]
+    assert isinstance(result, Result)
+    assert previews, "no preview reached the consumer"
+    assert previews[0].preview[0].size[0] > 0
+    assert np.array_equal(pixels(plain.images[0].image), pixels(result.images[0].image))
+
+
+def test_preview_shows_predicted_clean_image_not_noise(engine):
+    """With the x0 prediction, the last preview is close to the final image; raw noisy latents would not be."""
+    events = list(engine.run(tiny_request(steps=8, preview_method="Full VAE", preview_every_n_steps=1)))
+    last_preview = [e for e in events if isinstance(e, Progress) and e.preview][-1].preview[0]
+    final = events[-1].images[0].image
+    assert np.abs(pixels(last_preview) - pixels(final)).mean() < 12
+
+
+def test_progress_reports_steps_and_time(engine):
+    events = list(engine.run(tiny_request(steps=5, n_iter=2)))
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert progress[-1].step == 5 and progress[-1].batch_index == 1
+    assert progress[-1].fraction == pytest.approx(1.0)
+    assert all(p.elapsed >= 0 for p in progress)
+    assert any(isinstance(e, Notice) and "CPU" in e.message for e in events)
+
+
+def test_interrupt_stops_within_a_step_and_returns_the_image(engine):
+    control = JobControl()
+    seen = []
+    for event in engine.run(tiny_request(steps=40, n_iter=3), control):
+        if isinstance(event, Progress):
+            seen.append(event.step)
+            if event.step >= 2:
+                control.interrupt()
+        result = event
+    assert isinstance(result, Result) and result.interrupted
+    assert len(result.images) == 1  # the partial image of the batch that was running
+    assert max(seen) <= 4  # stopped within a step (events may coalesce, never run on)
+
+
+def test_skip_ends_only_the_current_batch(engine):
+    control = JobControl()
+    skipped = threading.Event()
+    batches = set()
+    for event in engine.run(tiny_request(steps=30, n_iter=2), control):
+        if isinstance(event, Progress):
+            batches.add(event.batch_index)
+            if event.batch_index == 0 and not skipped.is_set():
+                control.skip()
+                skipped.set()
+        result = event
+    assert not result.interrupted
+    assert len(result.images) == 2 and batches == {0, 1}
+
+
+def test_png_carries_infotext_and_names_never_collide(engine):
+    result = engine.generate(tiny_request(batch_size=2))
+    paths = [img.path for img in result.images]
+    assert len(set(paths)) == 2
+    for img in result.images:
+        assert img.path.parent.parent.name == "txt2img-images"
+        assert read_infotext(img.path) == img.infotext
+    again = engine.generate(tiny_request(batch_size=2))
+    assert not set(paths) & {img.path for img in again.images}
+    text = result.images[0].infotext
+    assert text.startswith("a photo of a cat\nNegative prompt: blurry\nSteps: 4, Sampler: Euler, Schedule type: ")
+    assert ", Seed: 1234, Size: 64x64, Model hash: " in text
+    assert text.endswith(", Model: tiny-sd1")
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(width=65), "multiple of 8"),
+        (dict(height=100000), "64–4096"),
+        (dict(steps=0), "Sampling steps"),
+        (dict(checkpoint="missing.safetensors"), "No checkpoint named"),
+        (dict(checkpoint="../../etc/passwd"), "No checkpoint named"),
+        (dict(sampler_name="Nope"), "Unknown sampler"),
+    ],
+)
+def test_bad_requests_get_a_clear_message(engine, changes, message):
+    with pytest.raises(UserError, match=message):
+        engine.generate(tiny_request(**changes))
+    assert engine.generate(tiny_request(steps=1)).images  # and the engine still works
+
+
+@pytest.mark.parametrize(
+    "sampler", ["Euler a", "DPM++ 2M", "DPM++ 2M SDE", "DPM++ SDE", "Heun", "DPM2 a", "LMS", "DDIM", "UniPC", "LCM"]
+)
+def test_samplers_are_deterministic(engine, sampler):
+    a = engine.generate(tiny_request(sampler_name=sampler, steps=3))
+    b = engine.generate(tiny_request(sampler_name=sampler, steps=3))
+    assert np.array_equal(pixels(a.images[0].image), pixels(b.images[0].image))
+    assert f"Sampler: {sampler}," in a.images[0].infotext
+
+
+def test_clip_skip_changes_the_image_and_is_recorded(engine):
+    base = engine.generate(tiny_request())
+    skipped = engine.generate(tiny_request(clip_skip=2))
+    assert not np.array_equal(pixels(base.images[0].image), pixels(skipped.images[0].image))
+    assert "Clip skip: 2" in skipped.images[0].infotext
+
+
+def test_sdxl_checkpoint_generates(engine):
+    result = engine.generate(tiny_request(checkpoint="tiny-sdxl.safetensors", width=64, height=96))
+    assert result.images[0].image.size == (64, 96)
+
+
+def test_inpainting_checkpoint_runs_txt2img(engine):
+    result = engine.generate(tiny_request(checkpoint="tiny-sd1-inpainting.safetensors"))
+    assert result.images[0].image.size == (64, 64)
+
+
+def test_single_file_and_diffusers_folder_give_the_same_image(engine):
+    single = engine.generate(tiny_request())
+    folder = engine.generate(tiny_request(checkpoint="tiny-sd1-diffusers"))
+    assert np.abs(pixels(single.images[0].image) - pixels(folder.images[0].image)).max() <= 1

@@ -165,6 +165,7 @@ def unet_config_from_ldm(shapes: Shapes, prefix: str = UNET) -> dict:
         "transformer_layers_per_block": depth,
         "cross_attention_dim": attn2_k[1],
         "use_linear_projection": len(proj_in) == 2,
+        "norm_num_groups": 32,  # not visible in the weights; every SD UNet uses 32
     }
     if f"{prefix}label_emb.0.0.weight" in shapes:
         config["adm_in_channels"] = shapes[f"{prefix}label_emb.0.0.weight"][1]

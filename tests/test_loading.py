@@ -45,10 +45,8 @@ def test_loaded_single_file_has_the_original_weights(tmp_path, family):
     original = tiny_components(family)
     for name in ("unet", "vae", "text_encoder"):
         mine, theirs = loaded.pipeline.components[name].state_dict(), original[name].state_dict()
-        shared = [k for k in theirs if k in mine]
-        # SD2 conditions on the penultimate OpenCLIP layer, so its last layer is not rebuilt.
-        assert len(shared) >= len(theirs) - (16 if family == "SD2" else 0)
-        for key in shared:
+        assert mine.keys() == theirs.keys(), name
+        for key in theirs:
             assert torch.equal(mine[key].float(), theirs[key].float()), f"{name}.{key}"
     assert loaded.family.id == family
 

@@ -43,8 +43,10 @@ class Settings:
         defaults = cls()
         values = {}
         for f in fields(cls):
-            if f.name in data and isinstance(data[f.name], type(getattr(defaults, f.name)) | int):
-                values[f.name] = type(getattr(defaults, f.name))(data[f.name])
+            expected = type(getattr(defaults, f.name))
+            value = data.get(f.name)
+            if isinstance(value, expected) or (expected is float and isinstance(value, int)):
+                values[f.name] = expected(value)
         return cls(**values)
 
     def save(self, path: Path) -> None:

@@ -127,9 +127,9 @@ class Engine:
         loaded = active.loaded
         pipe = loaded.pipeline
         pipe.scheduler = make_scheduler(request.sampler_name, request.scheduler, loaded.scheduler_config)
-        if "noise_sampler_seed" in pipe.scheduler.config:
+        if hasattr(pipe.scheduler, "noise_sampler_seed"):
             # DPM++ SDE draws Brownian noise from its own seed; tie it to the image seed for reproducibility.
-            pipe.scheduler.register_to_config(noise_sampler_seed=seeds[0])
+            pipe.scheduler.noise_sampler_seed = seeds[0]
         tracker = DenoisedTracker(pipe.scheduler)
         previewer = make_previewer(request.preview_method, pipe, loaded.family)
         batch_start_steps = clock.done_steps

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -27,6 +28,8 @@ class DenoisedTracker:
         self.latest: torch.Tensor | None = None
         original_step = scheduler.step
 
+        # wraps() keeps step's signature visible: pipelines pass `generator` only to a step that declares it.
+        @functools.wraps(original_step)
         def step(*args, **kwargs):
             output = original_step(*args, **kwargs)
             self.latest = _x0_of(scheduler, output)

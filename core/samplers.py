@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
 import inspect
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -29,8 +32,10 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from core.errors import UserError
 
 # A1111's labels (modules/sd_schedulers.py), in its order, limited to those diffusers reproduces:
-# - Uniform and Normal: A1111 spaces timesteps evenly from 999 down to 0 (both give the same sigmas) = "linspace".
-# - Simple: every (1000/n)-th training sigma from the top, 999, 949, ... = diffusers "trailing", exactly.
+# - Uniform and Normal: A1111 spaces timesteps evenly from 999 down to 0 (both give the same sigmas) = "linspace"
+#   (k-diffusion interpolates log-sigma between training timesteps, diffusers sigma: a difference well under 1%).
+# - Simple: every (1000/n)-th training sigma from the top, 999, 949, ... = diffusers "trailing" (exactly when n
+#   divides 1000, otherwise within one timestep).
 # - SGM Uniform: linspace(999, 0, n + 1)[:-1] = "trailing" up to rounding the timesteps to integers.
 # - Karras / Exponential / Beta: diffusers ports k-diffusion's formulas (Beta with A1111's default alpha = beta = 0.6).
 # Left out: Polyexponential, KL Optimal, Align Your Steps and DDIM (no diffusers option reproduces them).
@@ -59,6 +64,9 @@ _MODEL_KEYS = (
 _ALL = tuple(SCHEDULE_TYPES)
 _SPACING_ONLY = ("Automatic", "Uniform", "SGM Uniform", "Simple", "Normal")  # schedulers without sigma options
 _SIGMAS_ONLY = ("Automatic", "Karras", "Exponential", "Beta")  # schedulers with a fixed timestep spacing
+# DDIM and PNDM step from t to t - 1000 // steps whatever the spacing, so "linspace" (strides of 999 / (steps - 1))
+# leaves them off the schedule; "trailing" keeps the 1000 // steps stride.
+_FIXED_STRIDE = ("Automatic", "SGM Uniform", "Simple")
 
 
 @dataclass(frozen=True)
@@ -144,6 +152,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
         algorithm_type="sde-dpmsolver++",
         solver_order=2,
         solver_type="midpoint",
+        lower_order_final=True,  # diffusers requires it when the last sigma is zero
     ),
     # diffusers' Euler ancestral has no sigma-schedule options.
     "Euler a": _spec(EulerAncestralDiscreteScheduler, _SPACING_ONLY, **_K),
@@ -156,11 +165,12 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "DPM2 a": _spec(KDPM2AncestralDiscreteScheduler, _ALL, "Karras", **_K),
     # A1111's DDIM/PLMS use timesteps range(0, 1000, 1000 // steps) + 1: the checkpoint config's own "leading"
     # spacing with steps_offset 1, so "Automatic" keeps the base config as it is.
-    "DDIM": _spec(DDIMScheduler, _SPACING_ONLY),
+    "DDIM": _spec(DDIMScheduler, _FIXED_STRIDE),
     # skip_prk_steps: A1111's PLMS starts with one pseudo-improved-Euler step, not PNDM's Runge-Kutta warm-up.
-    "PLMS": _spec(PNDMScheduler, _SPACING_ONLY, skip_prk_steps=True),
+    "PLMS": _spec(PNDMScheduler, _FIXED_STRIDE, skip_prk_steps=True),
     # A1111's defaults (uni_pc_variant "bh1", uni_pc_order 3, uni_pc_skip_type "time_uniform"); time_uniform
-    # evaluates the model at linspace(999, 0, steps + 1)[:-1], which is diffusers' "trailing" spacing.
+    # evaluates the model at linspace(999, 0, steps + 1)[:-1], which is diffusers' "trailing" spacing, and ends at
+    # t = 1/1000, i.e. sigma_min rather than zero (diffusers' bh1 update also turns to NaN on a zero final sigma).
     "UniPC": _spec(
         UniPCMultistepScheduler,
         _ALL,
@@ -168,6 +178,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
         solver_order=3,
         predict_x0=True,
         timestep_spacing="trailing",
+        final_sigmas_type="sigma_min",
     ),
     # Approximation: diffusers' LCM picks its steps from the 50-step schedule LCM models were distilled on
     # (e.g. 999, 759, 499, 259 for 4 steps); A1111 interpolates evenly spaced sigmas over that same sub-schedule.
@@ -237,7 +248,20 @@ def make_scheduler(sampler_name: str, schedule_type: str, base_config: Mapping[s
         config.update(_schedule_kwargs(spec.scheduler_class, effective))
     accepted = inspect.signature(spec.scheduler_class.__init__).parameters
     # Keys a scheduler does not take (clip_sample for Euler, ...) would only be logged and ignored by diffusers.
-    return spec.scheduler_class.from_config({k: v for k, v in config.items() if k in accepted})
+    config = {k: v for k, v in config.items() if k in accepted}
+    # Schedulers keep per-generation state, so each job needs its own; but some are slow to construct (KDPM2 runs
+    # a 1000-step set_timesteps in __init__, ~0.5 s), so each configuration is built once and copied after that.
+    return copy.deepcopy(_built(spec.scheduler_class, json.dumps(config, sort_keys=True, default=_jsonable)))
+
+
+@functools.lru_cache(maxsize=32)
+def _built(scheduler_class: type[SchedulerMixin], config_json: str) -> SchedulerMixin:
+    return scheduler_class.from_config(json.loads(config_json))
+
+
+def _jsonable(value: Any) -> Any:
+    # trained_betas may come as a numpy array or tensor; str() of those would elide values and collide.
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 def split_legacy_sampler_name(name: str) -> tuple[str, str]:

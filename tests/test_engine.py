@@ -163,3 +163,8 @@ def test_single_file_and_diffusers_folder_give_the_same_image(engine):
     single = engine.generate(tiny_request())
     folder = engine.generate(tiny_request(checkpoint="tiny-sd1-diffusers"))
     assert np.abs(pixels(single.images[0].image) - pixels(folder.images[0].image)).max() <= 1
+
+
+def test_clip_skip_works_for_diffusers_folders(engine):
+    result = engine.generate(tiny_request(checkpoint="tiny-sd1-diffusers", clip_skip=2))
+    assert "Clip skip: 2" in result.images[0].infotext

@@ -70,7 +70,7 @@ def build_txt2img_tab(services: Services) -> None:
     ]
     names = [name for name, _ in fields]
 
-    def txt2img(*values, request: gr.Request):
+    def txt2img(request: gr.Request, *values):
         settings = services.settings
         values_by_name = dict(zip(names, values, strict=True))
         values_by_name.update(

@@ -1,0 +1,160 @@
+"""Writes and reads the PNG "parameters" text exactly as A1111 does, so tools that read A1111 images read ours."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from core.request import GenerationRequest
+from core.samplers import schedule_type_label, split_legacy_sampler_name
+
+# A1111's modules/infotext_utils.py re_param: a key, then a JSON-quoted value or anything up to the next comma.
+_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_SIZE = re.compile(r"^(\d+)x(\d+)$")
+_NEGATIVE = "Negative prompt:"
+
+
+def _text(value: object) -> str:
+    # A1111's values come from Gradio sliders as ints where whole ("CFG scale: 7"); ours are typed floats.
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def quote(value: object) -> str:
+    """A1111's infotext_utils.quote: JSON-quote a value only when it holds ',', ':' or a newline."""
+    text = _text(value)
+    if "," not in text and "\n" not in text and ":" not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def unquote(text: str) -> str:
+    """A1111's infotext_utils.unquote: undo quote(); anything that is not valid JSON stays as it is."""
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, str) else text
+
+
+def render_infotext(prompt: str, negative_prompt: str, params: Mapping[str, object]) -> str:
+    """The text A1111's create_infotext returns for these prompts and parameters (None values are left out)."""
+    params_text = ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
+    negative_text = f"\n{_NEGATIVE} {negative_prompt}" if negative_prompt else ""
+    return f"{prompt}{negative_text}\n{params_text}".strip()
+
+
+def generation_params(
+    request: GenerationRequest,
+    *,
+    seed: int,
+    model_name: str,
+    model_hash: str | None,
+    vae_name: str | None = None,
+    vae_hash: str | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> dict[str, object]:
+    """The infotext fields of one image, in A1111's create_infotext order (fields we do not have are skipped).
+
+    `extra` goes last, like A1111's extra_generation_params; a key that is already a fixed field (e.g.
+    "Denoising strength") keeps the fixed field's place and takes the extra value, as dict unpacking does there.
+    """
+    params: dict[str, object] = {
+        "Steps": request.steps,
+        "Sampler": request.sampler_name,
+        "Schedule type": schedule_type_label(request.sampler_name, request.scheduler),
+        "CFG scale": request.cfg_scale,
+        "Seed": seed,
+        "Size": f"{request.width}x{request.height}",
+        "Model hash": model_hash,
+        "Model": model_name,
+        "VAE hash": vae_hash,
+        "VAE": vae_name,
+        # img2img requests will carry it; txt2img ones do not, and A1111 then leaves the field out.
+        "Denoising strength": getattr(request, "denoising_strength", None),
+        "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
+    }
+    params.update(extra or {})
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def build_infotext(
+    request: GenerationRequest,
+    *,
+    seed: int,
+    model_name: str,
+    model_hash: str | None,
+    vae_name: str | None = None,
+    vae_hash: str | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> str:
+    """The complete "parameters" text of one image of this request."""
+    params = generation_params(
+        request,
+        seed=seed,
+        model_name=model_name,
+        model_hash=model_hash,
+        vae_name=vae_name,
+        vae_hash=vae_hash,
+        extra=extra,
+    )
+    return render_infotext(request.prompt, request.negative_prompt, params)
+
+
+def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
+    """Prompt, negative prompt and parameters, read as A1111's parse_generation_parameters reads them.
+
+    The last line is the parameters line when it holds at least three `key: value` pairs; lines before it up to
+    "Negative prompt:" are the prompt, the rest the negative prompt (each line stripped, as in A1111). Unlike
+    A1111 we return the raw fields only: no "Size-1"/"Size-2" split and no defaults for missing keys, so that
+    parse_infotext(render_infotext(p, n, params)) gives back p, n and the text of each value.
+    """
+    *lines, last = text.replace("\r\n", "\n").strip().split("\n")
+    if len(_PARAM.findall(last)) < 3:
+        lines.append(last)
+        last = ""
+
+    # Same line handling as A1111, quirks included, so a text reads the same in both.
+    prompt = negative_prompt = ""
+    in_negative = False
+    for line in lines:
+        line = line.strip()
+        if line.startswith(_NEGATIVE):
+            in_negative = True
+            line = line[len(_NEGATIVE) :].strip()
+        if in_negative:
+            negative_prompt += ("" if negative_prompt == "" else "\n") + line
+        else:
+            prompt += ("" if prompt == "" else "\n") + line
+
+    params = {key: unquote(value) for key, value in _PARAM.findall(last)}
+    return prompt, negative_prompt, params
+
+
+def request_fields(text: str) -> dict[str, Any]:
+    """GenerationRequest fields found in an infotext (for GenerationRequest.from_dict / "paste parameters").
+
+    The checkpoint is not included: "Model"/"Model hash" need the model registry to resolve.
+    """
+    prompt, negative_prompt, params = parse_infotext(text)
+    fields: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative_prompt}
+    simple = {"Steps": "steps", "CFG scale": "cfg_scale", "Seed": "seed", "Clip skip": "clip_skip"}
+    if params:
+        fields["clip_skip"] = 1  # A1111 leaves "Clip skip" out when it is 1
+    fields.update({name: params[key] for key, name in simple.items() if key in params})
+    if "Sampler" in params:
+        # Images from A1111 before 1.9 name the schedule inside the sampler ("DPM++ 2M Karras").
+        sampler, schedule_type = split_legacy_sampler_name(params["Sampler"])
+        fields["sampler_name"] = sampler
+        fields["scheduler"] = params.get("Schedule type", schedule_type)
+    elif "Schedule type" in params:
+        fields["scheduler"] = params["Schedule type"]
+    size = _SIZE.match(params.get("Size", ""))
+    if size:
+        fields["width"], fields["height"] = int(size.group(1)), int(size.group(2))
+    return fields

@@ -17,15 +17,28 @@ ROOT = Path(__file__).resolve().parent
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="SD Studio: a Stable Diffusion web UI (flags follow A1111's names).")
-    parser.add_argument("--listen", action="store_true", help="serve on 0.0.0.0 so other machines on the network can connect")
+    parser.add_argument(
+        "--listen", action="store_true", help="serve on 0.0.0.0 so other machines on the network can connect"
+    )
     parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
-    parser.add_argument("--share", action="store_true", help="make a public gradio.live link (needs internet; falls back to local)")
-    parser.add_argument("--gradio-auth", metavar="USER:PASS[,USER:PASS…]", help="require a login for the web UI and API")
+    parser.add_argument(
+        "--share", action="store_true", help="make a public gradio.live link (needs internet; falls back to local)"
+    )
+    parser.add_argument(
+        "--gradio-auth", metavar="USER:PASS[,USER:PASS…]", help="require a login for the web UI and API"
+    )
     parser.add_argument("--models-dir", type=Path, help="models folder in A1111's layout (default: ./models)")
     parser.add_argument("--outputs-dir", type=Path, help="where images are saved (default: ./outputs)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto: CUDA if present)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp16", "bf16", "fp32"], help="weights precision (default auto: fp16 on GPU, fp32 on CPU)")
-    parser.add_argument("--config", type=Path, default=ROOT / "config.json", help="settings file (default ./config.json)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp16", "bf16", "fp32"],
+        help="weights precision (default auto: fp16 on GPU, fp32 on CPU)",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=ROOT / "config.json", help="settings file (default ./config.json)"
+    )
     return parser.parse_args(argv)
 
 
@@ -69,7 +82,10 @@ def main(argv: list[str] | None = None) -> None:
         print(policy.note, file=sys.stderr)
     registry = ModelRegistry(_absolute(settings.models_dir), HashCache(_absolute(settings.cache_dir) / "models.json"))
     models = ModelCache(
-        registry, policy, capacity=lambda: settings.model_cache_size, sd2_prediction=lambda: settings.sd2_prediction_type
+        registry,
+        policy,
+        capacity=lambda: settings.model_cache_size,
+        sd2_prediction=lambda: settings.sd2_prediction_type,
     )
     outputs_dir = _absolute(settings.outputs_dir)
     engine = Engine(models, OutputWriter(outputs_dir), policy)
@@ -88,7 +104,9 @@ def main(argv: list[str] | None = None) -> None:
         show_error=True,
     )
     if args.share and not share_url:
-        print("Could not create a public share link (no internet?). Serving locally only at " + local_url, file=sys.stderr)
+        print(
+            "Could not create a public share link (no internet?). Serving locally only at " + local_url, file=sys.stderr
+        )
     page.block_thread()
 
 

@@ -68,7 +68,9 @@ SD_VAE = dict(
     up_block_types=["UpDecoderBlock2D"] * 4,
     latent_channels=4,
 )
-CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, hidden_act="quick_gelu")
+CLIP_L = dict(
+    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, hidden_act="quick_gelu"
+)
 BIG_G = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20, hidden_act="gelu")
 
 
@@ -77,7 +79,10 @@ def real_size_components(preset: str) -> tuple[str, dict[str, torch.nn.Module]]:
     common = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407)
     if preset == "sd15":
         family = "SD1"
-        parts = {"unet": UNet2DConditionModel(**SD15_UNET), "text_encoder": CLIPTextModel(CLIPTextConfig(**CLIP_L, **common))}
+        parts = {
+            "unet": UNet2DConditionModel(**SD15_UNET),
+            "text_encoder": CLIPTextModel(CLIPTextConfig(**CLIP_L, **common)),
+        }
     else:
         family = "SDXL"
         parts = {
@@ -164,7 +169,7 @@ def main() -> None:
             )
 
         plain_s = timed(run_plain, policy.device, args.repeats)
-        del plain
+        plain.to("cpu")  # free the device for the engine's copy
         parts.clear()
 
         registry = ModelRegistry(work / "models", HashCache(work / "cache.json"))
@@ -180,21 +185,32 @@ def main() -> None:
         models.activate("bench.safetensors")
         switch_back = time.perf_counter() - start
 
-        print(f"device: {policy.device} ({torch.cuda.get_device_name() if policy.device.type == 'cuda' else 'CPU'}), "
-              f"precision {policy.precision_name}, preset {args.preset}, {args.size}x{args.size}, {args.steps} steps, "
-              f"Euler, CFG 7, median of {args.repeats}")
+        print(
+            f"device: {policy.device} ({torch.cuda.get_device_name() if policy.device.type == 'cuda' else 'CPU'}), "
+            f"precision {policy.precision_name}, preset {args.preset}, {args.size}x{args.size}, {args.steps} steps, "
+            f"Euler, CFG 7, median of {args.repeats}"
+        )
         print(f"{'run':<34}{'s/image':>10}{'it/s':>9}{'ours/plain':>12}")
         print(f"{'plain diffusers pipeline':<34}{plain_s:>10.3f}{args.steps / plain_s:>9.2f}{1.0:>12.3f}")
         for method, every in (("None", 1), ("Approximate", 1), ("Full VAE", 5), ("Full VAE", 1)):
             request = GenerationRequest(
-                prompt=prompt, checkpoint="bench.safetensors", sampler_name="Euler", steps=args.steps,
-                cfg_scale=7.0, width=args.size, height=args.size, seed=1, preview_method=method,
+                prompt=prompt,
+                checkpoint="bench.safetensors",
+                sampler_name="Euler",
+                steps=args.steps,
+                cfg_scale=7.0,
+                width=args.size,
+                height=args.size,
+                seed=1,
+                preview_method=method,
                 preview_every_n_steps=every,
             )
             seconds = timed(lambda r=request: engine.generate(r), policy.device, args.repeats)
             label = f"engine, previews {method}" + (f" every {every}" if method != "None" else "")
             print(f"{label:<34}{seconds:>10.3f}{args.steps / seconds:>9.2f}{seconds / plain_s:>12.3f}")
-        print(f"checkpoint cold load (file → {policy.device}): {cold_load:.2f} s; switch back to cached: {switch_back * 1000:.1f} ms")
+        print(
+            f"checkpoint cold load (file → {policy.device}): {cold_load:.2f} s; switch back to cached: {switch_back * 1000:.1f} ms"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

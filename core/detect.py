@@ -139,7 +139,7 @@ def _indices(shapes: Shapes, prefix: str) -> list[int]:
 def unet_config_from_ldm(shapes: Shapes, prefix: str = UNET) -> dict:
     """UNet2DConditionModel config from original-layout keys; heads and sample size are filled in by the family."""
     in_channels = shapes[f"{prefix}input_blocks.0.0.weight"][1]
-    # Input blocks after the stem are res(+attn) blocks, with a downsampler ("…N.0.op") closing every level but the last.
+    # After the stem come res(+attn) blocks; a downsampler ("…N.0.op") closes every level but the last.
     levels: list[list[int]] = [[]]
     for i in _indices(shapes, f"{prefix}input_blocks.")[1:]:
         if f"{prefix}input_blocks.{i}.0.op.weight" in shapes:
@@ -153,8 +153,12 @@ def unet_config_from_ldm(shapes: Shapes, prefix: str = UNET) -> dict:
         attn = f"{prefix}input_blocks.{first}.1."
         attention.append(f"{attn}proj_in.weight" in shapes)
         depth.append(max(1, len(_indices(shapes, f"{attn}transformer_blocks."))))
-    proj_in = next((shape for key, shape in shapes.items() if key.startswith(prefix) and key.endswith("proj_in.weight")))
-    attn2_k = next(shape for key, shape in shapes.items() if key.startswith(prefix) and key.endswith("attn2.to_k.weight"))
+    proj_in = next(
+        (shape for key, shape in shapes.items() if key.startswith(prefix) and key.endswith("proj_in.weight"))
+    )
+    attn2_k = next(
+        shape for key, shape in shapes.items() if key.startswith(prefix) and key.endswith("attn2.to_k.weight")
+    )
     config = {
         "in_channels": in_channels,
         "out_channels": shapes[f"{prefix}out.2.weight"][0],

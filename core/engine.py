@@ -52,7 +52,9 @@ class Engine:
         self.policy = policy
         self._device_lock = threading.Lock()  # one job at a time per device, whoever asks
 
-    def run(self, request: GenerationRequest, control: JobControl | None = None, mode: str = "txt2img") -> Iterator[Event]:
+    def run(
+        self, request: GenerationRequest, control: JobControl | None = None, mode: str = "txt2img"
+    ) -> Iterator[Event]:
         """Validate, then stream Progress/Notice events and finally one Result. UserError for fixable problems."""
         request = request.validated()
         control = control or JobControl()

@@ -47,8 +47,18 @@ def text_encoder_heads(hidden_size: int) -> int:
     return max(1, hidden_size // 64)
 
 
-SD_LATENT_RGB = ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721), (-0.2120, -0.2616, -0.7177))
-SDXL_LATENT_RGB = ((0.3651, 0.4232, 0.4341), (-0.2533, -0.0042, 0.1068), (0.1076, 0.1111, -0.0362), (-0.3165, -0.2492, -0.2188))
+SD_LATENT_RGB = (
+    (0.3512, 0.2297, 0.3227),
+    (0.3250, 0.4974, 0.2350),
+    (-0.2829, 0.1762, 0.2721),
+    (-0.2120, -0.2616, -0.7177),
+)
+SDXL_LATENT_RGB = (
+    (0.3651, 0.4232, 0.4341),
+    (-0.2533, -0.0042, 0.1068),
+    (0.1076, 0.1111, -0.0362),
+    (-0.3165, -0.2492, -0.2188),
+)
 
 SD1 = Family("SD1", "SD1.x", 0.18215, 512, unet_fixed_heads=8, unet_head_width=None, latent_rgb_factors=SD_LATENT_RGB)
 SD2 = Family("SD2", "SD2.x", 0.18215, 768, unet_fixed_heads=None, unet_head_width=64, latent_rgb_factors=SD_LATENT_RGB)

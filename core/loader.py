@@ -58,10 +58,7 @@ class LoadedCheckpoint:
 def load_checkpoint(path: Path, policy: DevicePolicy, sd2_prediction: str = "v_prediction") -> LoadedCheckpoint:
     """Load a single-file checkpoint or a diffusers folder onto the policy's device and dtype."""
     path = Path(path)
-    if path.is_dir():
-        loaded = _load_diffusers_folder(path, policy)
-    else:
-        loaded = _load_single_file(path, policy, sd2_prediction)
+    loaded = _load_diffusers_folder(path, policy) if path.is_dir() else _load_single_file(path, policy, sd2_prediction)
     _place(loaded, policy)
     return loaded
 
@@ -79,7 +76,9 @@ def _load_single_file(path: Path, policy: DevicePolicy, sd2_prediction: str) -> 
     )
     vae = None
     if spec.vae_config is not None:
-        vae = _instantiate(AutoencoderKL, spec.vae_config, convert_ldm_vae_checkpoint(state_dict, spec.vae_config), path.name)
+        vae = _instantiate(
+            AutoencoderKL, spec.vae_config, convert_ldm_vae_checkpoint(state_dict, spec.vae_config), path.name
+        )
     else:
         log.warning("%s has no VAE; it needs one from models/VAE.", path.name)
     encoders = [_text_encoder(state_dict, enc, path.name) for enc in spec.text_encoders]
@@ -249,4 +248,3 @@ def _place(loaded: LoadedCheckpoint, policy: DevicePolicy) -> None:
 def place_vae(vae: AutoencoderKL, family: Family, policy: DevicePolicy) -> None:
     vae.to(policy.device, policy.vae_dtype(family))
     vae.register_to_config(force_upcast=policy.vae_needs_fp32_decode(family))
-

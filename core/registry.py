@@ -91,8 +91,10 @@ class ModelRegistry:
         entries = []
         for path in sorted(root.rglob("*")):
             is_weights = path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES
-            is_diffusers = path.is_dir() and (path / "model_index.json").is_file() or (
-                kind == "vae" and path.is_dir() and (path / "config.json").is_file()
+            is_diffusers = (
+                path.is_dir()
+                and (path / "model_index.json").is_file()
+                or (kind == "vae" and path.is_dir() and (path / "config.json").is_file())
             )
             inside_diffusers = any((p / "model_index.json").is_file() for p in path.parents if p != root)
             if (is_weights or is_diffusers) and not inside_diffusers and not path.name.startswith("."):
@@ -122,7 +124,7 @@ class ModelRegistry:
         return full[:10] if full else None
 
     def family_label(self, entry: ModelEntry) -> str:
-        """"SD1.x", "SDXL inpainting"… from the tensors; cached, and cheap for safetensors (header only)."""
+        """ "SD1.x", "SDXL inpainting"… from the tensors; cached, and cheap for safetensors (header only)."""
         label = self.cache.get(entry.path, "family") if entry.path.is_file() else None
         if label:
             return label

@@ -26,11 +26,25 @@ def free_port() -> int:
 def server(models_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("server")
     port = free_port()
-    log = open(work / "server.log", "w")
+    log = open(work / "server.log", "w")  # noqa: SIM115 (outlives this block: the server writes to it)
     process = subprocess.Popen(
-        [sys.executable, "app.py", "--port", str(port), "--models-dir", str(models_dir),
-         "--outputs-dir", str(work / "outputs"), "--config", str(work / "config.json"), "--device", "cpu"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "app.py",
+            "--port",
+            str(port),
+            "--models-dir",
+            str(models_dir),
+            "--outputs-dir",
+            str(work / "outputs"),
+            "--config",
+            str(work / "config.json"),
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -57,9 +71,20 @@ def server(models_dir, tmp_path_factory):
 
 def txt2img_args(**changes):
     values = dict(
-        prompt="a photo of a cat", negative_prompt="", checkpoint="sd15/tiny-sd1.safetensors", vae="Automatic",
-        sampler_name="Euler a", scheduler="Automatic", steps=3, width=64, height=64, n_iter=1, batch_size=1,
-        cfg_scale=7, seed=1234, clip_skip=1,
+        prompt="a photo of a cat",
+        negative_prompt="",
+        checkpoint="sd15/tiny-sd1.safetensors",
+        vae="Automatic",
+        sampler_name="Euler a",
+        scheduler="Automatic",
+        steps=3,
+        width=64,
+        height=64,
+        n_iter=1,
+        batch_size=1,
+        cfg_scale=7,
+        seed=1234,
+        clip_skip=1,
     )
     values.update(changes)
     return list(values.values())
@@ -70,7 +95,9 @@ def test_generate_through_the_named_api_endpoint(server):
     client = Client(url, verbose=False)
     preview, progress, gallery, infotext = client.predict(*txt2img_args(), api_name="/txt2img")
     assert len(gallery) == 1
-    assert infotext.startswith("a photo of a cat\nSteps: 3, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1234, Size: 64x64")
+    assert infotext.startswith(
+        "a photo of a cat\nSteps: 3, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1234, Size: 64x64"
+    )
     saved = list((work / "outputs" / "txt2img-images").rglob("*.png"))
     assert len(saved) == 1 and read_infotext(saved[0]) == infotext
 

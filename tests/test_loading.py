@@ -133,7 +133,11 @@ def test_v_prediction_from_yaml_or_key(tmp_path):
 
 
 def test_standalone_vae_file(tmp_path):
-    state = {k.removeprefix("first_stage_model."): v for k, v in ldm_state_dict("SD1").items() if k.startswith("first_stage_model.")}
+    state = {
+        k.removeprefix("first_stage_model."): v
+        for k, v in ldm_state_dict("SD1").items()
+        if k.startswith("first_stage_model.")
+    }
     path = tmp_path / "my.vae.safetensors"
     save_file({k: v.contiguous() for k, v in state.items()}, path)
     vae = load_vae(path, SDXL)

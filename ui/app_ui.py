@@ -11,7 +11,8 @@ CSS = """
 .tool-button { max-width: 44px; min-width: 40px !important; }
 .job-progress { position: relative; height: 1.6em; border-radius: 6px; background: var(--block-background-fill);
   border: 1px solid var(--border-color-primary); overflow: hidden; }
-.job-progress-bar { position: absolute; inset: 0 auto 0 0; background: var(--color-accent-soft); transition: width .2s; }
+.job-progress-bar { position: absolute; inset: 0 auto 0 0; background: var(--color-accent-soft);
+  transition: width .2s; }
 .job-progress-text { position: relative; padding: 0 .5em; font-size: var(--text-sm); line-height: 1.6em; }
 .job-notice { font-size: var(--text-sm); color: var(--body-text-color-subdued); }
 .job-done { font-size: var(--text-sm); }
@@ -32,8 +33,6 @@ JS = """
 
 
 def build_ui(services: Services) -> gr.Blocks:
-    with gr.Blocks(title="SD Studio") as page:
-        with gr.Tabs():
-            with gr.Tab("txt2img", id="txt2img"):
-                build_txt2img_tab(services)
+    with gr.Blocks(title="SD Studio") as page, gr.Tabs(), gr.Tab("txt2img", id="txt2img"):
+        build_txt2img_tab(services)
     return page

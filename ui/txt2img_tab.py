@@ -19,7 +19,9 @@ def build_txt2img_tab(services: Services) -> None:
     checkpoint, vae = build_model_pickers(services.registry, s.default_checkpoint)
     with gr.Row():
         with gr.Column(scale=5):
-            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Prompt (Ctrl+Enter to generate)", elem_id="txt2img_prompt")
+            prompt = gr.Textbox(
+                label="Prompt", lines=3, placeholder="Prompt (Ctrl+Enter to generate)", elem_id="txt2img_prompt"
+            )
             negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="txt2img_neg_prompt")
         with gr.Column(scale=1, min_width=160):
             generate = gr.Button("Generate", variant="primary", elem_id="txt2img_generate")
@@ -46,7 +48,9 @@ def build_txt2img_tab(services: Services) -> None:
             clip_skip = gr.Slider(1, MAX_CLIP_SKIP, value=1, step=1, label="Clip skip")
         with gr.Column(scale=1):
             progress = gr.HTML(elem_id="txt2img_progress")
-            preview = gr.Image(label="Live preview", interactive=False, visible=True, height=320, elem_id="txt2img_preview")
+            preview = gr.Image(
+                label="Live preview", interactive=False, visible=True, height=320, elem_id="txt2img_preview"
+            )
             gallery = gr.Gallery(label="Output", columns=2, height=420, format="png", elem_id="txt2img_gallery")
             infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id="txt2img_infotext")
     last_seeds = gr.State([])
@@ -80,7 +84,13 @@ def build_txt2img_tab(services: Services) -> None:
         session = request.session_hash if request else "api"
         for preview_image, progress_html, result in run_job(services, job, session, MODE):
             if result is None:
-                yield preview_image if preview_image is not None else gr.skip(), progress_html, gr.skip(), gr.skip(), gr.skip()
+                yield (
+                    preview_image if preview_image is not None else gr.skip(),
+                    progress_html,
+                    gr.skip(),
+                    gr.skip(),
+                    gr.skip(),
+                )
             else:
                 images = [(str(img.path), f"Seed {img.seed}") for img in result.images]
                 first_info = result.images[0].infotext if result.images else ""
@@ -108,7 +118,9 @@ def build_txt2img_tab(services: Services) -> None:
     interrupt.click(interrupt_job, queue=False, api_name=False)
     skip.click(skip_job, queue=False, api_name=False)
     random_seed.click(lambda: -1, outputs=seed, queue=False, api_name=False)
-    reuse_seed.click(lambda seeds: seeds[0] if seeds else -1, inputs=last_seeds, outputs=seed, queue=False, api_name=False)
+    reuse_seed.click(
+        lambda seeds: seeds[0] if seeds else -1, inputs=last_seeds, outputs=seed, queue=False, api_name=False
+    )
 
     gallery.select(_select_infotext, outputs=infotext, api_name=False)
 

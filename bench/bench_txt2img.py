@@ -208,9 +208,8 @@ def main() -> None:
             seconds = timed(lambda r=request: engine.generate(r), policy.device, args.repeats)
             label = f"engine, previews {method}" + (f" every {every}" if method != "None" else "")
             print(f"{label:<34}{seconds:>10.3f}{args.steps / seconds:>9.2f}{seconds / plain_s:>12.3f}")
-        print(
-            f"checkpoint cold load (file → {policy.device}): {cold_load:.2f} s; switch back to cached: {switch_back * 1000:.1f} ms"
-        )
+        print(f"checkpoint cold load (file → {policy.device}): {cold_load:.2f} s")
+        print(f"switch back to a cached checkpoint: {switch_back * 1000:.1f} ms")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -30,17 +30,18 @@ def resolve_seed(seed: int) -> int:
     return random.randrange(2**32) if seed == -1 else seed
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Clock:
     started: float
-    total_steps: int
-    done_steps: int = 0
+    batch_count: int
 
-    def eta(self) -> float | None:
-        if self.done_steps == 0:
-            return None
-        elapsed = time.perf_counter() - self.started
-        return elapsed / self.done_steps * (self.total_steps - self.done_steps)
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def eta(self, batch: int, step: int, total_steps: int) -> float | None:
+        """Seconds left for the whole job, from the fraction done so far."""
+        done = (batch + step / total_steps) / self.batch_count
+        return self.elapsed() / done * (1 - done) if done > 0 else None
 
 
 class Engine:
@@ -104,7 +105,7 @@ class Engine:
             return Result([], interrupted=True)
         active = self.models.activate(request.checkpoint, request.vae)
         seed = resolve_seed(request.seed)
-        clock = _Clock(time.perf_counter(), request.steps * request.n_iter)
+        clock = _Clock(time.perf_counter(), request.n_iter)
         images: list[GeneratedImage] = []
         for batch in range(request.n_iter):
             if control.interrupted:
@@ -134,25 +135,23 @@ class Engine:
             pipe.scheduler.noise_sampler_seed = seeds[0]
         tracker = DenoisedTracker(pipe.scheduler)
         previewer = make_previewer(request.preview_method, pipe, loaded.family)
-        batch_start_steps = clock.done_steps
 
         def on_step_end(pipeline, i, t, tensors):
             if control.should_stop_batch:
                 pipeline._interrupt = True
-            step = i + 1
-            clock.done_steps = batch_start_steps + step
+            # Second-order samplers (Heun, DPM2…) take more model calls than steps: count what the loop runs.
+            step, total = i + 1, pipeline.num_timesteps
             preview = None
-            if previewer and step % request.preview_every_n_steps == 0 and step < request.steps:
-                with torch.no_grad():
-                    preview = previewer(tracker.denoised(tensors["latents"]))
+            if previewer and step % request.preview_every_n_steps == 0 and step < total:
+                preview = previewer(tracker.denoised(tensors["latents"]))
             channel.put(
                 Progress(
                     step=step,
-                    total_steps=request.steps,
+                    total_steps=total,
                     batch_index=batch,
                     batch_count=request.n_iter,
-                    elapsed=time.perf_counter() - clock.started,
-                    eta=clock.eta(),
+                    elapsed=clock.elapsed(),
+                    eta=clock.eta(batch, step, total),
                     preview=preview,
                 )
             )
@@ -179,6 +178,4 @@ class Engine:
                 strength=1.0,
             )
         with torch.inference_mode():
-            output = pipe(**kwargs)
-        clock.done_steps = batch_start_steps + request.steps
-        return output.images
+            return pipe(**kwargs).images

@@ -75,7 +75,8 @@ def generation_params(
         "Model": model_name,
         "VAE hash": vae_hash,
         "VAE": vae_name,
-        # img2img requests will carry it; txt2img ones do not, and A1111 then leaves the field out.
+        # Only img2img-style requests have the field (A1111 writes it for img2img and hires fix); txt2img
+        # requests lack it and the field is left out, as in A1111. `extra` can also supply it.
         "Denoising strength": getattr(request, "denoising_strength", None),
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
     }

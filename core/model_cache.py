@@ -56,7 +56,8 @@ class ModelCache:
             vae_name = vae_hash = None
         else:
             loaded.pipeline.vae = self._vae(vae_entry, loaded)
-            vae_name, vae_hash = vae_entry.name, self.registry.short_hash(vae_entry)
+            # A1111 writes the VAE's file name (no subfolder) in the infotext.
+            vae_name, vae_hash = Path(vae_entry.name).name, self.registry.short_hash(vae_entry)
         return ActiveModel(loaded, entry, self.registry.short_hash(entry), vae_name, vae_hash)
 
     def _checkpoint(self, entry: ModelEntry) -> LoadedCheckpoint:

@@ -40,7 +40,7 @@ class GenerationRequest:
         """Return self when every value is usable, else raise UserError saying what to change."""
         # Imported here so the request module stays importable without torch/diffusers.
         from core.previews import PREVIEW_METHODS
-        from core.samplers import SAMPLERS, SCHEDULE_TYPES
+        from core.samplers import SAMPLERS, SCHEDULE_TYPES, check_choice
 
         problems = []
         for name, value in (("Width", self.width), ("Height", self.height)):
@@ -66,6 +66,11 @@ class GenerationRequest:
             problems.append(f"Unknown sampler {self.sampler_name!r}; choose one of: {', '.join(SAMPLERS)}.")
         if self.scheduler not in SCHEDULE_TYPES:
             problems.append(f"Unknown schedule type {self.scheduler!r}; choose one of: {', '.join(SCHEDULE_TYPES)}.")
+        if self.sampler_name in SAMPLERS and self.scheduler in SCHEDULE_TYPES:
+            try:
+                check_choice(self.sampler_name, self.scheduler)
+            except UserError as exc:
+                problems.append(str(exc))
         if self.preview_method not in PREVIEW_METHODS:
             problems.append(f"Unknown preview method {self.preview_method!r}.")
         if self.preview_every_n_steps < 1:

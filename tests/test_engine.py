@@ -168,3 +168,45 @@ def test_single_file_and_diffusers_folder_give_the_same_image(engine):
 def test_clip_skip_works_for_diffusers_folders(engine):
     result = engine.generate(tiny_request(checkpoint="tiny-sd1-diffusers", clip_skip=2))
     assert "Clip skip: 2" in result.images[0].infotext
+
+
+def test_second_order_sampler_progress_ends_at_its_own_total(engine):
+    events = list(engine.run(tiny_request(sampler_name="Heun", steps=4)))
+    last = [e for e in events if isinstance(e, Progress)][-1]
+    assert last.step == last.total_steps and last.fraction == pytest.approx(1.0)
+
+
+def test_unsupported_schedule_type_for_a_sampler_is_refused_before_loading(engine):
+    with pytest.raises(UserError, match="LCM"):
+        engine.generate(tiny_request(sampler_name="LCM", scheduler="Karras"))
+
+
+def test_vae_override_and_automatic_vae(engine, models_dir):
+    from safetensors.torch import save_file
+
+    from tests.fixtures.tiny_models import ldm_state_dict
+
+    vae = {
+        k.removeprefix("first_stage_model."): v
+        for k, v in ldm_state_dict("SD1", seed=7).items()
+        if k.startswith("first_stage_model.")
+    }
+    save_file({k: v.contiguous() for k, v in vae.items()}, models_dir / "VAE" / "other.vae.safetensors")
+    own = engine.generate(tiny_request())
+    swapped = engine.generate(tiny_request(vae="other.vae.safetensors"))
+    assert not np.array_equal(pixels(own.images[0].image), pixels(swapped.images[0].image))
+    assert "VAE: other.vae.safetensors" in swapped.images[0].infotext and "VAE hash: " in swapped.images[0].infotext
+    back = engine.generate(tiny_request(vae="None"))  # the checkpoint's own VAE is restored
+    assert np.array_equal(pixels(own.images[0].image), pixels(back.images[0].image))
+    assert "VAE:" not in back.images[0].infotext
+
+
+def test_model_cache_evicts_and_switches_back(models_dir, tmp_path):
+    from tests.conftest import make_engine
+
+    engine = make_engine(models_dir, tmp_path / "out", tmp_path / "cache", capacity=1)
+    first = engine.generate(tiny_request())
+    engine.generate(tiny_request(checkpoint="tiny-sdxl.safetensors"))
+    assert engine.models.loaded_names() == ["tiny-sdxl.safetensors"]
+    again = engine.generate(tiny_request())
+    assert np.array_equal(pixels(first.images[0].image), pixels(again.images[0].image))

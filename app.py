@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     auth = parse_auth(args.gradio_auth)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()  # its dtype-cast notices would drown the log at every model load
 
     from core.devices import choose_policy
     from core.engine import Engine

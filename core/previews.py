@@ -63,7 +63,8 @@ def approximate_previewer(family: Family) -> Previewer:
     def preview(latents: torch.Tensor) -> list[Image.Image]:
         rgb = torch.einsum("bchw,cr->bhwr", latents.float().cpu(), factors) + bias
         pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-        return [Image.fromarray(p) for p in pixels]
+        # Shown at the image's size (the latent is 1/8 of it), so the preview does not sit as a thumbnail.
+        return [Image.fromarray(p).resize((p.shape[1] * 8, p.shape[0] * 8), Image.BILINEAR) for p in pixels]
 
     return preview
 

@@ -127,5 +127,9 @@ def build_txt2img_tab(services: Services) -> None:
 
 def _select_infotext(evt: gr.SelectData) -> str:
     """The infotext of the image clicked in the gallery, read back from its PNG."""
-    path = evt.value["image"]["path"] if isinstance(evt.value, dict) else None
-    return (read_infotext(path) or "") if path else gr.skip()
+    image = evt.value.get("image") if isinstance(evt.value, dict) else None
+    path = image.get("path") if isinstance(image, dict) else None
+    try:
+        return (read_infotext(path) or "") if path else gr.skip()
+    except OSError:  # the file was moved or deleted since it was shown
+        return gr.skip()

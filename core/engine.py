@@ -15,8 +15,11 @@ from PIL import Image
 from core.devices import DevicePolicy, is_out_of_memory, release_memory
 from core.errors import UserError
 from core.events import Event, EventChannel, GeneratedImage, JobControl, Notice, Progress, Result
+from core.families import Family
+from core.image_inputs import PreparedImage, prepare_image
 from core.infotext import build_infotext
-from core.model_cache import ActiveModel, ModelCache
+from core.jobs import Job, make_job
+from core.model_cache import ModelCache
 from core.outputs import OutputWriter
 from core.previews import DenoisedTracker, make_previewer
 from core.request import GenerationRequest
@@ -54,10 +57,17 @@ class Engine:
         self._device_lock = threading.Lock()  # one job at a time per device, whoever asks
 
     def run(
-        self, request: GenerationRequest, control: JobControl | None = None, mode: str = "txt2img"
+        self, request: GenerationRequest, control: JobControl | None = None, mode: str | None = None
     ) -> Iterator[Event]:
-        """Validate, then stream Progress/Notice events and finally one Result. UserError for fixable problems."""
+        """Validate, then stream Progress/Notice events and finally one Result. UserError for fixable problems.
+
+        `mode` names the outputs folder as A1111 does ("txt2img", "img2img"); by default the request's own
+        (img2img when it has an init image; inpainting is saved with img2img, as in A1111).
+        """
         request = request.validated()
+        if mode == "img2img" and request.init_image is None:
+            raise UserError("No image: upload the picture to start from.")
+        mode = request.mode if mode in (None, "txt2img", "img2img") else mode
         control = control or JobControl()
         channel = EventChannel()
         worker = threading.Thread(target=self._work, args=(request, control, channel, mode), daemon=True)
@@ -103,7 +113,9 @@ class Engine:
     def _generate(self, request: GenerationRequest, control: JobControl, channel: EventChannel, mode: str) -> Result:
         if control.interrupted:
             return Result([], interrupted=True)
+        prepared = self._prepare(request, channel)
         active = self.models.activate(request.checkpoint, request.vae)
+        job = make_job(request, active.loaded, prepared)
         seed = resolve_seed(request.seed)
         clock = _Clock(time.perf_counter(), request.n_iter)
         images: list[GeneratedImage] = []
@@ -111,7 +123,7 @@ class Engine:
             if control.interrupted:
                 break
             seeds = [seed + batch * request.batch_size + i for i in range(request.batch_size)]
-            pil_images = self._run_batch(request, active, seeds, batch, control, channel, clock)
+            pil_images = self._run_batch(request, job, active.loaded, seeds, batch, control, channel, clock)
             control.take_skip()
             for image, image_seed in zip(pil_images, seeds, strict=True):
                 infotext = build_infotext(
@@ -126,56 +138,68 @@ class Engine:
                 images.append(GeneratedImage(image, image_seed, infotext, path))
         return Result(images, interrupted=control.interrupted)
 
-    def _run_batch(self, request, active: ActiveModel, seeds, batch, control, channel, clock) -> list[Image.Image]:
-        loaded = active.loaded
-        pipe = loaded.pipeline
+    @staticmethod
+    def _prepare(request: GenerationRequest, channel: EventChannel) -> PreparedImage | None:
+        """The init image and mask made ready before any model loads, so their problems are reported at once."""
+        if request.init_image is None:
+            return None
+        prepared = prepare_image(request)
+        for notice in prepared.notices:
+            channel.put(Notice(notice))
+        return prepared
+
+    def _run_batch(self, request, job: Job, loaded, seeds, batch, control, channel, clock) -> list[Image.Image]:
+        """One pipeline call for the batch's seeds, the same for every task: sampler, progress, previews, stop."""
+        if job.unchanged is not None:
+            return [job.unchanged.copy() for _ in seeds]
+        pipe = job.pipeline
         pipe.scheduler = make_scheduler(request.sampler_name, request.scheduler, loaded.scheduler_config)
         if hasattr(pipe.scheduler, "noise_sampler_seed"):
             # DPM++ SDE draws Brownian noise from its own seed; tie it to the image seed for reproducibility.
             pipe.scheduler.noise_sampler_seed = seeds[0]
-        tracker = DenoisedTracker(pipe.scheduler)
-        previewer = make_previewer(request.preview_method, pipe, loaded.family)
-
-        def on_step_end(pipeline, i, t, tensors):
-            if control.should_stop_batch:
-                pipeline._interrupt = True
-            # Second-order samplers (Heun, DPM2…) take more model calls than steps: count what the loop runs.
-            step, total = i + 1, pipeline.num_timesteps
-            preview = None
-            if previewer and step % request.preview_every_n_steps == 0 and step < total:
-                preview = previewer(tracker.denoised(tensors["latents"]))
-            channel.put(
-                Progress(
-                    step=step,
-                    total_steps=total,
-                    batch_index=batch,
-                    batch_count=request.n_iter,
-                    elapsed=clock.elapsed(),
-                    eta=clock.eta(batch, step, total),
-                    preview=preview,
-                )
-            )
-            return tensors
-
+        on_step_end = _step_callback(request, pipe, loaded.family, batch, control, channel, clock)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         kwargs = dict(
             prompt=[request.prompt] * len(seeds),
             negative_prompt=[request.negative_prompt] * len(seeds),
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
-            width=request.width,
-            height=request.height,
             generator=generators,
             clip_skip=request.clip_skip - 1 or None,  # A1111 counts the last layer as 1; diffusers counts skips
             callback_on_step_end=on_step_end,
             output_type="pil",
         )
-        if loaded.is_inpainting:
-            # A1111's txt2img with inpainting models: everything masked, over a neutral grey image.
-            kwargs.update(
-                image=Image.new("RGB", (request.width, request.height), (127, 127, 127)),
-                mask_image=Image.new("L", (request.width, request.height), 255),
-                strength=1.0,
-            )
         with torch.inference_mode():
-            return pipe(**kwargs).images
+            kwargs.update(job.inputs(seeds))
+            images = pipe(**kwargs).images
+        return [job.finish(image) for image in images]
+
+
+def _step_callback(request: GenerationRequest, pipe, family: Family, batch, control, channel, clock):
+    """diffusers' callback_on_step_end: Progress with an occasional preview, and the stop flag checked each step."""
+    tracker = DenoisedTracker(pipe.scheduler)
+    previewer = make_previewer(request.preview_method, pipe, family)
+
+    def on_step_end(pipeline, i, t, tensors):
+        if control.should_stop_batch:
+            pipeline._interrupt = True
+        # Second-order samplers (Heun, DPM2…) take more model calls than steps, and img2img runs only
+        # int(steps x strength): count what the loop runs.
+        step, total = i + 1, pipeline.num_timesteps
+        preview = None
+        if previewer and step % request.preview_every_n_steps == 0 and step < total:
+            preview = previewer(tracker.denoised(tensors["latents"]))
+        channel.put(
+            Progress(
+                step=step,
+                total_steps=total,
+                batch_index=batch,
+                batch_count=request.n_iter,
+                elapsed=clock.elapsed(),
+                eta=clock.eta(batch, step, total),
+                preview=preview,
+            )
+        )
+        return tensors
+
+    return on_step_end

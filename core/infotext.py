@@ -7,13 +7,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from core.request import GenerationRequest
+from core.request import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, GenerationRequest
 from core.samplers import schedule_type_label, split_legacy_sampler_name
 
 # A1111's modules/infotext_utils.py re_param: a key, then a JSON-quoted value or anything up to the next comma.
 _PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 _NEGATIVE = "Negative prompt:"
+_OUTPAINT_SIDES = ("left", "right", "top", "bottom")
+_OUTPAINT = re.compile(r"\b(left|right|top|bottom) (\d+)")
+_INPAINT_KEYS = ("Mask blur", "Mask mode", "Masked content", "Inpaint area", "Masked area padding", "Outpaint")
 
 
 def _text(value: object) -> str:
@@ -75,13 +78,37 @@ def generation_params(
         "Model": model_name,
         "VAE hash": vae_hash,
         "VAE": vae_name,
-        # Only img2img-style requests have the field (A1111 writes it for img2img and hires fix); txt2img
-        # requests lack it and the field is left out, as in A1111. `extra` can also supply it.
-        "Denoising strength": getattr(request, "denoising_strength", None),
+        # A1111 writes it for img2img (and hires fix, through `extra`); txt2img requests leave it out.
+        "Denoising strength": request.denoising_strength if request.init_image is not None else None,
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
     }
+    params.update(inpaint_params(request))
     params.update(extra or {})
     return {k: v for k, v in params.items() if v is not None}
+
+
+def inpaint_params(request: GenerationRequest) -> dict[str, object]:
+    """The inpainting fields, as A1111's extra_generation_params has them, in its order; then our "Outpaint".
+
+    A1111 writes "Mask mode" only when inverted, "Mask blur" only when not 0 and "Masked area padding" only for
+    "Only masked"; "Masked content" and "Inpaint area" are always written here (A1111 omits the defaults), with
+    A1111's labels, which its "paste parameters" reads.
+    """
+    if not request.is_inpaint:
+        return {}
+    params: dict[str, object] = {}
+    if request.inpainting_mask_invert:
+        params["Mask mode"] = MASK_MODES[request.inpainting_mask_invert]
+    if request.mask_blur > 0:
+        params["Mask blur"] = request.mask_blur
+    params["Inpaint area"] = INPAINT_AREAS[request.inpaint_full_res and not request.is_outpaint]
+    if request.inpaint_full_res and not request.is_outpaint:
+        params["Masked area padding"] = request.inpaint_full_res_padding
+    params["Masked content"] = MASKED_CONTENT[request.inpainting_fill]
+    if request.is_outpaint:
+        sides = zip(_OUTPAINT_SIDES, request.outpaint, strict=True)
+        params["Outpaint"] = ", ".join(f"{side} {pixels}" for side, pixels in sides if pixels)
+    return params
 
 
 def build_infotext(
@@ -158,4 +185,24 @@ def request_fields(text: str) -> dict[str, Any]:
     size = _SIZE.match(params.get("Size", ""))
     if size:
         fields["width"], fields["height"] = int(size.group(1)), int(size.group(2))
+    if "Denoising strength" in params:
+        fields["denoising_strength"] = params["Denoising strength"]
+    fields.update(_inpaint_fields(params))
+    return fields
+
+
+def _inpaint_fields(params: dict[str, str]) -> dict[str, Any]:
+    """Inpainting fields of an inpainting infotext, with A1111's meaning for the fields it leaves out."""
+    if not any(key in params for key in _INPAINT_KEYS):
+        return {}
+    fields: dict[str, Any] = {
+        "mask_blur": params.get("Mask blur", 0),
+        "inpainting_mask_invert": params.get("Mask mode", MASK_MODES[0]),  # labels: from_dict takes them
+        "inpainting_fill": params.get("Masked content", MASKED_CONTENT[1]),
+        "inpaint_full_res": params.get("Inpaint area", INPAINT_AREAS[0]),
+    }
+    if "Masked area padding" in params:
+        fields["inpaint_full_res_padding"] = params["Masked area padding"]
+    for side, pixels in _OUTPAINT.findall(params.get("Outpaint", "")):
+        fields[f"outpaint_{side}"] = int(pixels)
     return fields

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -49,6 +49,8 @@ class LoadedCheckpoint:
     is_inpainting: bool
     prediction_type: str
     scheduler_config: dict  # the checkpoint's own schedule, which every sampler starts from
+    # img2img/inpaint pipelines built from this one's components (core.jobs), kept so a job does not rebuild them.
+    derived: dict[str, DiffusionPipeline] = field(default_factory=dict, repr=False)
 
     @property
     def description(self) -> str:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
+
+from PIL import Image, UnidentifiedImageError
 
 from core.errors import UserError
 
@@ -13,6 +18,21 @@ MAX_STEPS = 150  # A1111's slider maximum
 MAX_BATCH_SIZE = 16
 MAX_BATCH_COUNT = 100
 MAX_CLIP_SKIP = 12
+MAX_IMAGE_SIDE = 4096  # uploaded images (init image, mask): "Only masked" works at the upload's own size
+MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_MASK_BLUR = 64  # A1111's slider maximum
+MAX_PADDING = 256  # A1111's "Only masked padding, pixels" slider maximum
+
+# A1111's labels, in the order of its radio buttons: the request holds the index, as A1111's API does.
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
+MASK_MODES = ("Inpaint masked", "Inpaint not masked")
+MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
+INPAINT_AREAS = ("Whole picture", "Only masked")
+_CHOICES = {
+    "resize_mode": ("Resize mode", RESIZE_MODES),
+    "inpainting_mask_invert": ("Mask mode", MASK_MODES),
+    "inpainting_fill": ("Masked content", MASKED_CONTENT),
+}
 
 
 @dataclass(frozen=True)
@@ -35,9 +55,51 @@ class GenerationRequest:
     clip_skip: int = 1
     preview_method: str = "Approximate"  # "Full VAE", "Approximate" or "None"
     preview_every_n_steps: int = 2
+    # img2img: set init_image. Inpainting: set mask too (white = repaint), or extend the canvas with outpaint_*.
+    init_image: Image.Image | None = None  # A1111's API takes a list, init_images; one image is enough here
+    mask: Image.Image | None = None
+    denoising_strength: float = 0.75
+    resize_mode: int = 0  # index into RESIZE_MODES
+    mask_blur: int = 4
+    inpainting_mask_invert: int = 0  # index into MASK_MODES
+    inpainting_fill: int = 1  # index into MASKED_CONTENT
+    inpaint_full_res: bool = False  # A1111's "Inpaint area": False = Whole picture, True = Only masked
+    inpaint_full_res_padding: int = 32
+    outpaint_left: int = 0  # pixels added to the canvas on each side (ours; A1111 outpaints with scripts)
+    outpaint_right: int = 0
+    outpaint_top: int = 0
+    outpaint_bottom: int = 0
+
+    @property
+    def outpaint(self) -> tuple[int, int, int, int]:
+        """Pixels added (left, right, top, bottom), each rounded up to a multiple of 8 so the canvas stays one."""
+        sides = (self.outpaint_left, self.outpaint_right, self.outpaint_top, self.outpaint_bottom)
+        return tuple(-(-max(0, side) // 8) * 8 for side in sides)  # type: ignore[return-value]
+
+    @property
+    def is_outpaint(self) -> bool:
+        return any(self.outpaint)
+
+    @property
+    def is_inpaint(self) -> bool:
+        """Inpainting (and outpainting, which is inpainting of a larger canvas) rather than plain img2img."""
+        return self.init_image is not None and (self.mask is not None or self.is_outpaint)
+
+    @property
+    def mode(self) -> str:
+        """A1111's name for the tab and the outputs folder: inpainting is saved with img2img."""
+        return "txt2img" if self.init_image is None else "img2img"
 
     def validated(self) -> GenerationRequest:
         """Return self when every value is usable, else raise UserError saying what to change."""
+        problems = self._generation_problems() + self._image_problems()
+        if not self.checkpoint:
+            problems.append("No checkpoint chosen.")
+        if problems:
+            raise UserError(" ".join(problems))
+        return self
+
+    def _generation_problems(self) -> list[str]:
         # Imported here so the request module stays importable without torch/diffusers.
         from core.previews import PREVIEW_METHODS
         from core.samplers import SAMPLERS, SCHEDULE_TYPES, check_choice
@@ -75,34 +137,107 @@ class GenerationRequest:
             problems.append(f"Unknown preview method {self.preview_method!r}.")
         if self.preview_every_n_steps < 1:
             problems.append("Preview interval must be at least 1 step.")
-        if not self.checkpoint:
-            problems.append("No checkpoint chosen.")
-        if problems:
-            raise UserError(" ".join(problems))
-        return self
+        return problems
+
+    def _image_problems(self) -> list[str]:
+        problems = []
+        if self.init_image is None and (self.mask is not None or self.is_outpaint):
+            what = "inpaint" if self.mask is not None else "outpaint"
+            problems.append(f"No image: upload the picture to {what} (the mask alone is not enough).")
+        for what, image in (("image", self.init_image), ("mask", self.mask)):
+            if image is not None and _too_large(*image.size):
+                problems.append(
+                    f"The {what} is {image.width}x{image.height}; the largest accepted is {MAX_IMAGE_SIDE} px "
+                    f"a side and {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels. Scale it down first."
+                )
+        if not 0 <= self.denoising_strength <= 1:
+            problems.append(f"Denoising strength must be 0–1, not {self.denoising_strength}.")
+        for name, (label, choices) in _CHOICES.items():
+            if not 0 <= getattr(self, name) < len(choices):
+                problems.append(f"{label} must be one of: {', '.join(choices)} (0–{len(choices) - 1}).")
+        if not 0 <= self.mask_blur <= MAX_MASK_BLUR:
+            problems.append(f"Mask blur must be 0–{MAX_MASK_BLUR}, not {self.mask_blur}.")
+        if not 0 <= self.inpaint_full_res_padding <= MAX_PADDING:
+            problems.append(f"Only masked padding must be 0–{MAX_PADDING} px, not {self.inpaint_full_res_padding}.")
+        sides = (self.outpaint_left, self.outpaint_right, self.outpaint_top, self.outpaint_bottom)
+        if any(side < 0 for side in sides):
+            problems.append("Outpainting adds pixels: each side must be 0 or more.")
+        elif self.is_outpaint:
+            left, right, top, bottom = self.outpaint
+            width, height = self.width + left + right, self.height + top + bottom
+            if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+                problems.append(
+                    f"Outpainting makes the canvas {width}x{height}; the largest is {MAX_SIDE} px a side "
+                    f"and {MAX_PIXELS:,} pixels."
+                )
+        return problems
 
     def with_changes(self, **changes: Any) -> GenerationRequest:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self)  # images are deep-copied PIL images
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GenerationRequest:
-        """Build from a dict (API payload, UI values), ignoring unknown keys and coercing number types."""
+        """Build from a dict (API payload, UI values), ignoring unknown keys and None, coercing types.
+
+        Images may be PIL images, numpy arrays or base64 text (A1111's API, with or without a data: prefix);
+        A1111's `init_images` list is read as its first image. Choice fields take an index or A1111's label.
+        """
+        values = dict(values)
+        if values.get("init_image") is None and values.get("init_images"):
+            values["init_image"] = values["init_images"][0]
         known = {f.name: f for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
-            if key not in known or value is None:
-                continue
-            kind = known[key].type
-            try:
-                if kind == "int":
-                    kwargs[key] = int(value)
-                elif kind == "float":
-                    kwargs[key] = float(value)
-                else:
-                    kwargs[key] = str(value)
-            except (TypeError, ValueError) as exc:
-                raise UserError(f"{key} must be a number, not {value!r}.") from exc
+            if key in known and value is not None:
+                kwargs[key] = _coerce(key, known[key].type, value)
         return cls(**kwargs)
+
+
+def _too_large(width: int, height: int) -> bool:
+    return max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS
+
+
+def _coerce(key: str, kind: str, value: Any) -> Any:
+    if key in _CHOICES and isinstance(value, str) and value in _CHOICES[key][1]:
+        return _CHOICES[key][1].index(value)
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            return _to_bool(value)
+        if "Image" in kind:
+            return to_image(value, key)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{key} must be a number, not {value!r}.") from exc
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        if value in INPAINT_AREAS:
+            return value == INPAINT_AREAS[1]
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def to_image(value: Any, name: str = "image") -> Image.Image:
+    """A PIL image from what a UI or an API client sends: a PIL image, an array, or base64 text."""
+    if isinstance(value, Image.Image):
+        return value
+    if hasattr(value, "__array_interface__"):
+        return Image.fromarray(value)
+    if isinstance(value, str):
+        text = value.split(",", 1)[1] if value.startswith("data:") else value
+        try:
+            data = base64.b64decode(text, validate=True)
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                return image
+        except (binascii.Error, UnidentifiedImageError, OSError) as exc:
+            raise UserError(f"{name} is not an image (expected a PNG/JPEG, base64-encoded).") from exc
+    raise UserError(f"{name} is not an image: got {type(value).__name__}.")

@@ -95,12 +95,12 @@ def test_extra_fields_go_last_in_order_and_fixed_ones_keep_their_place():
     assert text.endswith('Denoising strength: 0.75, Clip skip: 2, Lora hashes: "a: 1, b: 2", Hires upscale: 2')
 
 
-def test_request_denoising_strength_is_written_when_the_request_has_one():
-    class Img2ImgRequest:  # until GenerationRequest grows the field
-        def __getattr__(self, name):
-            return 0.5 if name == "denoising_strength" else getattr(TYPICAL, name)
+def test_denoising_strength_is_written_for_img2img_requests_only():
+    from PIL import Image
 
-    assert "Model: name, Denoising strength: 0.5" in build(Img2ImgRequest())
+    img2img = TYPICAL.with_changes(init_image=Image.new("RGB", (8, 8)), denoising_strength=0.5)
+    assert build(img2img).endswith("Model: name, Denoising strength: 0.5")
+    assert "Denoising strength" not in build(TYPICAL.with_changes(denoising_strength=0.5))
 
 
 @pytest.mark.parametrize(

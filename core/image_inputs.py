@@ -134,7 +134,11 @@ def user_mask(request: GenerationRequest, size: tuple[int, int], notices: list[s
 
 
 def prepare_image(request: GenerationRequest) -> PreparedImage:
-    """The init image (and mask) at the processing size, and what `finish_image` needs to build the output."""
+    """The init image (and mask) at the processing size, and what `finish_image` needs to build the output.
+
+    Outpainting always works on the whole canvas ("Only masked" would crop around a border that surrounds the
+    picture, i.e. nearly everything).
+    """
     if request.init_image is None:
         raise UserError("No image: upload the picture to start from.")
     source = flatten(request.init_image)

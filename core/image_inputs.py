@@ -209,8 +209,9 @@ def _outpaint(request: GenerationRequest, source: Image.Image, mask: Image.Image
 
 
 def _masked_content(request: GenerationRequest, image: Image.Image, mask: Image.Image) -> Image.Image:
-    # "latent noise" and "latent nothing" change the latents, not the pixels (core.jobs).
-    return fill_masked(image, mask) if request.inpainting_fill == FILL else image
+    # Every choice but "original" starts from the filled pixels, as in A1111; "latent noise" and "latent nothing"
+    # then replace the masked latents too (core.jobs).
+    return image if request.inpainting_fill == ORIGINAL else fill_masked(image, mask)
 
 
 def finish_image(prepared: PreparedImage, generated: Image.Image) -> Image.Image:

@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     from core.model_cache import ModelCache
     from core.outputs import OutputWriter
     from core.registry import HashCache, ModelRegistry
-    from core.settings import Settings
+    from core.settings import Settings, resolve_folder
     from ui.app_ui import CSS, JS, build_ui
+    from ui.remembered import load_or_create_secret
     from ui.services import Services
 
     settings = Settings.load(args.config)
@@ -83,23 +84,34 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(str(exc)) from exc
     if policy.note:
         print(policy.note, file=sys.stderr)
-    registry = ModelRegistry(_absolute(settings.models_dir), HashCache(_absolute(settings.cache_dir) / "models.json"))
+    cache_dir = resolve_folder(settings.cache_dir, ROOT)
+    registry = ModelRegistry(resolve_folder(settings.models_dir, ROOT), HashCache(cache_dir / "models.json"))
     models = ModelCache(
         registry,
         policy,
         capacity=lambda: settings.model_cache_size,
         sd2_prediction=lambda: settings.sd2_prediction_type,
     )
-    outputs_dir = _absolute(settings.outputs_dir)
+    outputs_dir = resolve_folder(settings.outputs_dir, ROOT)
     engine = Engine(models, OutputWriter(outputs_dir), policy)
-    page = build_ui(Services(engine, registry, settings, args.config))
+    served_folders = [str(outputs_dir)]  # Services adds a new output folder here when the Settings tab changes it
+    services = Services(
+        engine,
+        registry,
+        settings,
+        args.config,
+        base_dir=ROOT,
+        served_folders=served_folders,
+        ui_secret=load_or_create_secret(cache_dir / "browser-state.key"),
+    )
+    page = build_ui(services)
     page.queue(default_concurrency_limit=1)
     _, local_url, share_url = page.launch(
         server_name="0.0.0.0" if args.listen else "127.0.0.1",
         server_port=args.port,
         share=args.share,
         auth=auth,
-        allowed_paths=[str(outputs_dir)],
+        allowed_paths=served_folders,
         theme=gr_theme(),
         css=CSS,
         js=JS,
@@ -117,11 +129,6 @@ def gr_theme():
     import gradio as gr
 
     return gr.themes.Default(primary_hue="orange")
-
-
-def _absolute(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else ROOT / p
 
 
 if __name__ == "__main__":

@@ -7,7 +7,12 @@ import logging
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from core.errors import UserError
+
 log = logging.getLogger(__name__)
+
+SD2_PREDICTION_TYPES = ("v_prediction", "epsilon")
+MAX_MODEL_CACHE_SIZE = 10
 
 
 @dataclass
@@ -29,6 +34,47 @@ class Settings:
     default_width: int = 512
     default_height: int = 512
 
+    def validated(self) -> Settings:
+        """Return self when every value is usable, else raise UserError listing each problem."""
+        # The default generation values must make a valid request: one set of rules for both.
+        from core.previews import PREVIEW_METHODS
+        from core.request import GenerationRequest
+
+        problems = []
+        if self.preview_method not in PREVIEW_METHODS:
+            problems.append(f"Unknown preview method {self.preview_method!r}.")
+        if self.preview_every_n_steps < 1:
+            problems.append("Preview interval must be at least 1 step.")
+        if not 1 <= self.model_cache_size <= MAX_MODEL_CACHE_SIZE:
+            problems.append(f"Checkpoints kept loaded must be 1–{MAX_MODEL_CACHE_SIZE}, not {self.model_cache_size}.")
+        if self.sd2_prediction_type not in SD2_PREDICTION_TYPES:
+            problems.append(f"SD2 prediction type must be one of {', '.join(SD2_PREDICTION_TYPES)}.")
+        for name in ("models_dir", "outputs_dir", "cache_dir"):
+            if not getattr(self, name).strip():
+                problems.append(f"The {name.replace('_dir', '')} folder must not be empty.")
+        defaults = GenerationRequest(
+            checkpoint="(any)",
+            sampler_name=self.default_sampler,
+            scheduler=self.default_schedule_type,
+            steps=self.default_steps,
+            cfg_scale=self.default_cfg_scale,
+            width=self.default_width,
+            height=self.default_height,
+        )
+        try:
+            defaults.validated()
+        except UserError as exc:
+            problems.append(f"Default values: {exc}")
+        if problems:
+            raise UserError(" ".join(problems))
+        return self
+
+    def update(self, values: dict) -> None:
+        """Take validated values from another Settings in place, so objects holding this one see them at once."""
+        for f in fields(self):
+            if f.name in values:
+                setattr(self, f.name, values[f.name])
+
     @classmethod
     def load(cls, path: Path) -> Settings:
         """Settings from a JSON file; a missing file gives defaults, unknown or mistyped keys are skipped."""
@@ -40,11 +86,24 @@ class Settings:
         except (OSError, ValueError) as exc:
             log.warning("Ignoring unreadable settings file %s: %s", path, exc)
             return cls()
+        if not isinstance(data, dict):
+            log.warning("Ignoring settings file %s: not a JSON object", path)
+            return cls()
+        return cls.from_values(data)
+
+    @classmethod
+    def from_values(cls, data: dict) -> Settings:
+        """Settings from loose values (a JSON file, a form): known keys of the right type; whole floats
+        count as ints and ints as floats; anything else keeps its default."""
         defaults = cls()
         values = {}
         for f in fields(cls):
             expected = type(getattr(defaults, f.name))
             value = data.get(f.name)
+            if isinstance(value, bool) and expected is not bool:
+                continue
+            if expected is int and isinstance(value, float) and value.is_integer():
+                value = int(value)
             if isinstance(value, expected) or (expected is float and isinstance(value, int)):
                 values[f.name] = expected(value)
         return cls(**values)
@@ -55,3 +114,9 @@ class Settings:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2), encoding="utf-8")
         tmp.replace(path)
+
+
+def resolve_folder(path: str, base: Path) -> Path:
+    """A settings folder as an absolute path: relative ones are taken from the project folder, not the cwd."""
+    folder = Path(path).expanduser()
+    return folder if folder.is_absolute() else base / folder

@@ -2,71 +2,17 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 from gradio_client import Client
 
 from core.outputs import read_infotext
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.app_server import running_app
 
 
 @pytest.fixture(scope="module")
 def server(models_dir, tmp_path_factory):
-    work = tmp_path_factory.mktemp("server")
-    port = free_port()
-    log = open(work / "server.log", "w")  # noqa: SIM115 (outlives this block: the server writes to it)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "app.py",
-            "--port",
-            str(port),
-            "--models-dir",
-            str(models_dir),
-            "--outputs-dir",
-            str(work / "outputs"),
-            "--config",
-            str(work / "config.json"),
-            "--device",
-            "cpu",
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError((work / "server.log").read_text())
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("server did not start:\n" + (work / "server.log").read_text())
-        yield url, work
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    with running_app(models_dir, tmp_path_factory.mktemp("server")) as app:
+        yield app.url, app.work
 
 
 def txt2img_args(**changes):

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 
+from ui.model_pickers import build_model_pickers
+from ui.remembered import remember_values
 from ui.services import Services
+from ui.settings_tab import build_settings_tab
+from ui.symbols import TOOLTIPS
 from ui.txt2img_tab import build_txt2img_tab
 
 CSS = """
@@ -19,8 +25,16 @@ CSS = """
 """
 
 # A1111's habit: Ctrl+Enter (Cmd+Enter) in a prompt box presses that tab's Generate button.
+# Symbol-only tool buttons get a tooltip (Gradio buttons have no title parameter).
 JS = """
 () => {
+  const tooltips = TOOLTIPS;
+  const addTitles = () => document.querySelectorAll('button.tool-button').forEach((b) => {
+    const title = tooltips[b.textContent.trim()];
+    if (title && !b.title) { b.title = title; b.setAttribute('aria-label', title); }
+  });
+  new MutationObserver(addTitles).observe(document.body, { childList: true, subtree: true });
+  addTitles();
   document.addEventListener('keydown', (e) => {
     if (!(e.ctrlKey || e.metaKey) || e.key !== 'Enter') return;
     const box = e.target.closest('[id$="_prompt"]');
@@ -29,10 +43,18 @@ JS = """
     if (button) { e.preventDefault(); button.click(); }
   });
 }
-"""
+""".replace("TOOLTIPS", json.dumps(TOOLTIPS, ensure_ascii=False))
 
 
 def build_ui(services: Services) -> gr.Blocks:
-    with gr.Blocks(title="SD Studio") as page, gr.Tabs(), gr.Tab("txt2img", id="txt2img"):
-        build_txt2img_tab(services)
+    with gr.Blocks(title="SD Studio") as page:
+        pickers = build_model_pickers(services.registry, services.settings.default_checkpoint)
+        remembered = {"models": pickers.remembered(services.registry, services.settings)}
+        with gr.Tabs():
+            with gr.Tab("txt2img", id="txt2img"):
+                remembered["txt2img"] = build_txt2img_tab(services, pickers)
+            with gr.Tab("Settings", id="settings"):
+                build_settings_tab(page, services, list(remembered))
+        for scope, fields in remembered.items():
+            remember_values(page, scope, fields, services.ui_secret)
     return page

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+import time
 from collections.abc import Iterator
 
 import gradio as gr
@@ -31,6 +32,15 @@ def progress_html(event: Progress) -> str:
     )
 
 
+def result_html(result: Result, seconds: float) -> str:
+    """What the job made, how long it took and the saved file names (each job's summary is different)."""
+    done = "Interrupted: " if result.interrupted else ""
+    count = f"{len(result.images)} image" + ("" if len(result.images) == 1 else "s")
+    names = [img.path.name for img in result.images if img.path]
+    saved = f" · saved {names[0]}" + (f" … {names[-1]}" if len(names) > 1 else "") if names else ""
+    return f'<div class="job-done">{done}{count} in {seconds:.1f} s{html.escape(saved)}</div>'
+
+
 def notices_html(messages: list[str]) -> str:
     return "".join(f'<div class="job-notice">{html.escape(m)}</div>' for m in messages)
 
@@ -42,6 +52,7 @@ def run_job(services: Services, request: GenerationRequest, session: str, mode: 
     """
     control = services.jobs.start(session)
     notices: list[str] = []
+    started = time.perf_counter()
     try:
         for event in services.engine.run(request, control, mode=mode):
             if isinstance(event, Progress):
@@ -51,9 +62,7 @@ def run_job(services: Services, request: GenerationRequest, session: str, mode: 
                 notices.append(event.message)
                 yield None, notices_html(notices), None
             elif isinstance(event, Result):
-                done = "Interrupted: " if event.interrupted else ""
-                summary = f'<div class="job-done">{done}{len(event.images)} image(s)</div>'
-                yield None, notices_html(notices) + summary, event
+                yield None, notices_html(notices) + result_html(event, time.perf_counter() - started), event
     except UserError as exc:
         raise gr.Error(str(exc), duration=None) from exc
     finally:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 
 from core.registry import ModelRegistry
-
-REFRESH = "🔄"
+from core.settings import Settings
+from ui.remembered import Remembered
+from ui.symbols import REFRESH
 
 
 def checkpoint_choices(registry: ModelRegistry) -> list[tuple[str, str]]:
@@ -27,24 +30,55 @@ def empty_models_message(registry: ModelRegistry) -> str:
     )
 
 
-def build_model_pickers(registry: ModelRegistry, default_checkpoint: str = "") -> tuple[gr.Dropdown, gr.Dropdown]:
+def default_checkpoint(registry: ModelRegistry, preferred: str = "") -> str | None:
+    """The settings' default checkpoint when it is there, else the first one that looks loadable."""
+    entries = registry.list("checkpoint")
+    if preferred in (e.name for e in entries):
+        return preferred
+    usable = [e.name for e in entries if registry.family_label(e) != "unsupported"]
+    return (usable or [e.name for e in entries] or [None])[0]
+
+
+@dataclass(frozen=True)
+class ModelPickers:
+    """The page-wide checkpoint and VAE choice (above the tabs, as in A1111), read by every tab's jobs."""
+
+    checkpoint: gr.Dropdown
+    vae: gr.Dropdown
+
+    def remembered(self, registry: ModelRegistry, settings: Settings) -> dict[str, Remembered]:
+        return {
+            "checkpoint": Remembered(
+                self.checkpoint,
+                lambda: default_checkpoint(registry, settings.default_checkpoint),
+                lambda: checkpoint_choices(registry),
+            ),
+            "vae": Remembered(self.vae, lambda: "Automatic", lambda: vae_choices(registry)),
+        }
+
+
+def build_model_pickers(registry: ModelRegistry, preferred_checkpoint: str = "") -> ModelPickers:
     choices = checkpoint_choices(registry)
     values = [value for _, value in choices]
-    initial = default_checkpoint if default_checkpoint in values else (values[0] if values else None)
+    initial = default_checkpoint(registry, preferred_checkpoint)
     with gr.Row(equal_height=True):
-        checkpoint = gr.Dropdown(choices, value=initial, label="Stable Diffusion checkpoint", scale=4)
-        refresh_checkpoints = gr.Button(REFRESH, scale=0, min_width=40, elem_classes="tool-button")
-        vae = gr.Dropdown(vae_choices(registry), value="Automatic", label="SD VAE", scale=2)
-        refresh_vaes = gr.Button(REFRESH, scale=0, min_width=40, elem_classes="tool-button")
+        checkpoint = gr.Dropdown(
+            choices, value=initial, label="Stable Diffusion checkpoint", scale=4, elem_id="checkpoint"
+        )
+        refresh_checkpoints = gr.Button(
+            REFRESH, scale=0, min_width=40, elem_classes="tool-button", elem_id="refresh_checkpoints"
+        )
+        vae = gr.Dropdown(vae_choices(registry), value="Automatic", label="SD VAE", scale=2, elem_id="vae")
+        refresh_vaes = gr.Button(REFRESH, scale=0, min_width=40, elem_classes="tool-button", elem_id="refresh_vaes")
     notice = gr.Markdown(empty_models_message(registry), visible=not values)
 
     def refresh(current: str | None):
         new_choices = checkpoint_choices(registry)
         names = [value for _, value in new_choices]
-        value = current if current in names else (names[0] if names else None)
+        value = current if current in names else default_checkpoint(registry)
         message = empty_models_message(registry)
         return gr.update(choices=new_choices, value=value), gr.update(value=message, visible=bool(message))
 
     refresh_checkpoints.click(refresh, inputs=checkpoint, outputs=[checkpoint, notice], queue=False)
     refresh_vaes.click(lambda: gr.update(choices=vae_choices(registry)), outputs=vae, queue=False)
-    return checkpoint, vae
+    return ModelPickers(checkpoint, vae)

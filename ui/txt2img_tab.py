@@ -8,15 +8,17 @@ from core.outputs import read_infotext
 from core.request import MAX_BATCH_COUNT, MAX_CLIP_SKIP, MAX_STEPS, GenerationRequest
 from core.samplers import SAMPLERS, SCHEDULE_TYPES
 from ui.job_runner import run_job
-from ui.model_pickers import build_model_pickers
+from ui.model_pickers import ModelPickers
+from ui.remembered import Remembered
 from ui.services import Services
+from ui.symbols import RANDOM_SEED, REUSE_SEED
 
 MODE = "txt2img"
 
 
-def build_txt2img_tab(services: Services) -> None:
+def build_txt2img_tab(services: Services, pickers: ModelPickers) -> dict[str, Remembered]:
+    """Builds the tab; returns the widgets whose values the browser remembers across reloads."""
     s = services.settings
-    checkpoint, vae = build_model_pickers(services.registry, s.default_checkpoint)
     with gr.Row():
         with gr.Column(scale=5):
             prompt = gr.Textbox(
@@ -31,29 +33,43 @@ def build_txt2img_tab(services: Services) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             with gr.Row():
-                sampler = gr.Dropdown(list(SAMPLERS), value=s.default_sampler, label="Sampling method")
-                schedule = gr.Dropdown(SCHEDULE_TYPES, value=s.default_schedule_type, label="Schedule type")
-            steps = gr.Slider(1, MAX_STEPS, value=s.default_steps, step=1, label="Sampling steps")
+                sampler = gr.Dropdown(
+                    list(SAMPLERS), value=s.default_sampler, label="Sampling method", elem_id="txt2img_sampler"
+                )
+                schedule = gr.Dropdown(
+                    SCHEDULE_TYPES, value=s.default_schedule_type, label="Schedule type", elem_id="txt2img_schedule"
+                )
+            steps = gr.Slider(
+                1, MAX_STEPS, value=s.default_steps, step=1, label="Sampling steps", elem_id="txt2img_steps"
+            )
             with gr.Row():
-                width = gr.Slider(64, 2048, value=s.default_width, step=8, label="Width")
-                height = gr.Slider(64, 2048, value=s.default_height, step=8, label="Height")
+                width = gr.Slider(64, 2048, value=s.default_width, step=8, label="Width", elem_id="txt2img_width")
+                height = gr.Slider(64, 2048, value=s.default_height, step=8, label="Height", elem_id="txt2img_height")
             with gr.Row():
-                n_iter = gr.Slider(1, MAX_BATCH_COUNT, value=1, step=1, label="Batch count")
-                batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size")
-            cfg = gr.Slider(1, 30, value=s.default_cfg_scale, step=0.5, label="CFG Scale")
+                n_iter = gr.Slider(1, MAX_BATCH_COUNT, value=1, step=1, label="Batch count", elem_id="txt2img_n_iter")
+                batch_size = gr.Slider(1, 8, value=1, step=1, label="Batch size", elem_id="txt2img_batch_size")
+            cfg = gr.Slider(
+                1, 30, value=s.default_cfg_scale, step=0.5, label="CFG Scale", elem_id="txt2img_cfg_scale"
+            )
             with gr.Row(equal_height=True):
-                seed = gr.Number(-1, label="Seed", precision=0, scale=4)
-                random_seed = gr.Button("🎲", scale=0, min_width=40, elem_id="txt2img_random_seed")
-                reuse_seed = gr.Button("♻️", scale=0, min_width=40, elem_id="txt2img_reuse_seed")
-            clip_skip = gr.Slider(1, MAX_CLIP_SKIP, value=1, step=1, label="Clip skip")
+                seed = gr.Number(-1, label="Seed", precision=0, scale=4, elem_id="txt2img_seed")
+                random_seed = gr.Button(
+                    RANDOM_SEED, scale=0, min_width=40, elem_id="txt2img_random_seed", elem_classes="tool-button"
+                )
+                reuse_seed = gr.Button(
+                    REUSE_SEED, scale=0, min_width=40, elem_id="txt2img_reuse_seed", elem_classes="tool-button"
+                )
+            clip_skip = gr.Slider(1, MAX_CLIP_SKIP, value=1, step=1, label="Clip skip", elem_id="txt2img_clip_skip")
         with gr.Column(scale=1):
             progress = gr.HTML(elem_id="txt2img_progress")
+            # Shown only while a job runs, so the gallery sits at the top of the column the rest of the time.
             preview = gr.Image(
-                label="Live preview", interactive=False, visible=True, height=320, elem_id="txt2img_preview"
+                label="Live preview", interactive=False, visible=False, height=320, elem_id="txt2img_preview"
             )
             gallery = gr.Gallery(label="Output", columns=2, height=420, format="png", elem_id="txt2img_gallery")
             infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id="txt2img_infotext")
     last_seeds = gr.State([])
+    checkpoint, vae = pickers.checkpoint, pickers.vae
 
     # Names and widgets come from one list, so a new control cannot shift the others (keyword, not position).
     fields = [
@@ -84,17 +100,13 @@ def build_txt2img_tab(services: Services) -> None:
         session = request.session_hash if request else "api"
         for preview_image, progress_html, result in run_job(services, job, session, MODE):
             if result is None:
-                yield (
-                    preview_image if preview_image is not None else gr.skip(),
-                    progress_html,
-                    gr.skip(),
-                    gr.skip(),
-                    gr.skip(),
-                )
+                shown = gr.update(value=preview_image, visible=True) if preview_image is not None else gr.skip()
+                yield shown, progress_html, gr.skip(), gr.skip(), gr.skip()
             else:
                 images = [(str(img.path), f"Seed {img.seed}") for img in result.images]
                 first_info = result.images[0].infotext if result.images else ""
-                yield None, progress_html, images, first_info, [img.seed for img in result.images]
+                seeds = [img.seed for img in result.images]
+                yield gr.update(value=None, visible=False), progress_html, images, first_info, seeds
 
     generate_event = dict(
         fn=txt2img,
@@ -123,6 +135,21 @@ def build_txt2img_tab(services: Services) -> None:
     )
 
     gallery.select(_select_infotext, outputs=infotext, api_name=False)
+
+    remembered = {
+        "prompt": Remembered(prompt, lambda: ""),
+        "negative_prompt": Remembered(negative, lambda: ""),
+        "sampler_name": Remembered(sampler, lambda: services.settings.default_sampler),
+        "scheduler": Remembered(schedule, lambda: services.settings.default_schedule_type),
+        "steps": Remembered(steps, lambda: services.settings.default_steps),
+        "width": Remembered(width, lambda: services.settings.default_width),
+        "height": Remembered(height, lambda: services.settings.default_height),
+        "n_iter": Remembered(n_iter, lambda: 1),
+        "batch_size": Remembered(batch_size, lambda: 1),
+        "cfg_scale": Remembered(cfg, lambda: services.settings.default_cfg_scale),
+        "clip_skip": Remembered(clip_skip, lambda: 1),
+    }
+    return remembered
 
 
 def _select_infotext(evt: gr.SelectData) -> str:

@@ -1,0 +1,91 @@
+"""Starts app.py as a real server process on a free localhost port, and always stops it (used by API and browser
+tests)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RunningApp:
+    url: str
+    work: Path  # holds outputs/, config.json and server.log
+    process: subprocess.Popen
+
+    @property
+    def outputs(self) -> Path:
+        return self.work / "outputs"
+
+    @property
+    def config(self) -> Path:
+        return self.work / "config.json"
+
+    def log(self) -> str:
+        return (self.work / "server.log").read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def running_app(models_dir: Path, work: Path, *extra_args: str, timeout: float = 120) -> Iterator[RunningApp]:
+    """app.py on CPU with its own outputs, config and cache under `work`; terminated (then killed) on exit."""
+    work.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [
+        sys.executable,
+        "app.py",
+        "--port",
+        str(port),
+        "--models-dir",
+        str(models_dir),
+        "--outputs-dir",
+        str(work / "outputs"),
+        "--config",
+        str(work / "config.json"),
+        "--device",
+        "cpu",
+        *extra_args,
+    ]
+    config = work / "config.json"
+    if not config.exists():  # keep the hash cache and browser-state key out of the project's own cache folder
+        config.write_text(json.dumps({"cache_dir": str(work / "cache")}))
+    with open(work / "server.log", "a") as log:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        app = RunningApp(f"http://127.0.0.1:{port}/", work, process)
+        try:
+            _wait_for_port(app, port, timeout)
+            yield app
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_for_port(app: RunningApp, port: int, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if app.process.poll() is not None:
+            raise RuntimeError("the app exited while starting:\n" + app.log())
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError("the app did not start in time:\n" + app.log())

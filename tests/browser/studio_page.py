@@ -1,0 +1,158 @@
+"""Drives the web UI's widgets by their element ids, the way a person does: typing, dragging, clicking."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from playwright.sync_api import ConsoleMessage, Page, expect
+
+GENERATION_TIMEOUT_MS = 120_000
+RESTORED_SCOPES = ("models", "txt2img")
+
+
+class StudioPage:
+    def __init__(self, page: Page, url: str):
+        self.page = page
+        self.url = url
+        self.console: list[str] = []
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda error: self.console.append(f"pageerror: {error}"))
+
+    def _on_console(self, message: ConsoleMessage) -> None:
+        self.console.append(f"{message.type}: {message.text}")
+
+    def console_errors(self) -> list[str]:
+        return [line for line in self.console if line.startswith(("error:", "pageerror:"))]
+
+    def open(self) -> None:
+        self.page.goto(self.url)
+        self.wait_until_loaded()
+
+    def reload(self) -> None:
+        self.page.reload()
+        self.wait_until_loaded()
+
+    def wait_until_loaded(self) -> None:
+        self.page.wait_for_selector("#txt2img_generate")
+        # The values remembered by the browser arrive through load events, which mark the page when done.
+        for scope in RESTORED_SCOPES:
+            self.page.wait_for_selector(f"body[data-restored_{scope}]", state="attached")
+
+    # --- widgets ---------------------------------------------------------------------------------------------
+    def fill(self, elem_id: str, text: str) -> None:
+        box = self.page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+        box.fill(text)
+        box.blur()
+
+    def text(self, elem_id: str) -> str:
+        return self.page.locator(f"#{elem_id} textarea, #{elem_id} input").first.input_value()
+
+    def set_slider(self, elem_id: str, value: float) -> None:
+        """Drags the slider's range input to the value (Playwright's fill sets it and fires input/change)."""
+        self.page.locator(f"#{elem_id} input[type=range]").fill(str(value))
+        expect(self.page.locator(f"#{elem_id} input[type=number]")).to_have_value(str(value))
+
+    def slider(self, elem_id: str) -> float:
+        return float(self.page.locator(f"#{elem_id} input[type=number]").input_value())
+
+    def choose(self, elem_id: str, option: str) -> None:
+        """Opens a dropdown and clicks the option labelled `option` (or, failing that, starting with it)."""
+        box = self.page.locator(f"#{elem_id} input[role=combobox]")
+        box.click()
+        listbox = f"#{box.get_attribute('aria-controls')}"
+        exact = self.page.locator(f"{listbox} li[role=option][aria-label={json.dumps(option)}]")
+        prefix = self.page.locator(f"{listbox} li[role=option][aria-label^={json.dumps(option)}]")
+        (exact if exact.count() else prefix).first.click()
+        expect(box).to_have_value(_startswith(option))
+
+    def chosen(self, elem_id: str) -> str:
+        return self.page.locator(f"#{elem_id} input[role=combobox]").input_value()
+
+    def click(self, elem_id: str) -> None:
+        self.page.locator(f"#{elem_id}").click()
+
+    # --- generating ------------------------------------------------------------------------------------------
+    def watch_job(self, tab: str = "txt2img") -> None:
+        """Records every preview image and progress value the page shows from now on (read by job_trace())."""
+        self.page.evaluate(
+            """(tab) => {
+              window.__trace = { previews: [], progress: [] };
+              const observer = new MutationObserver(() => {
+                const img = document.querySelector(`#${tab}_preview img`);
+                const src = img && img.getAttribute('src');
+                const previews = window.__trace.previews;
+                if (src && previews[previews.length - 1] !== src) previews.push(src);
+                const bar = document.querySelector(`#${tab}_progress [role=progressbar]`);
+                if (bar) window.__trace.progress.push(Number(bar.getAttribute('aria-valuenow')));
+              });
+              observer.observe(document.body, { subtree: true, childList: true, attributes: true });
+            }""",
+            tab,
+        )
+
+    def job_trace(self) -> dict:
+        return self.page.evaluate("window.__trace")
+
+    def generate(self, tab: str = "txt2img", *, keyboard: bool = False) -> str:
+        """Starts a job (button, or Ctrl+Enter in the prompt) and returns the infotext of its first image."""
+        before = self.job_summary(tab)
+        if keyboard:
+            self.page.locator(f"#{tab}_prompt textarea").press("Control+Enter")
+        else:
+            self.click(f"{tab}_generate")
+        return self.wait_for_job(before, tab)
+
+    def job_summary(self, tab: str = "txt2img") -> str:
+        """The last job's summary line ("1 image in 0.4 s · saved 00003-77.png"): different for every job."""
+        done = self.page.locator(f"#{tab}_progress .job-done")
+        return done.inner_text() if done.count() else ""
+
+    def wait_for_job(self, before_summary: str, tab: str = "txt2img") -> str:
+        """Waits until a job started after `before_summary` was read has finished; returns the shown infotext."""
+        self.page.wait_for_function(
+            "([sel, before]) => { const d = document.querySelector(sel); return d && d.innerText !== before; }",
+            arg=[f"#{tab}_progress .job-done", before_summary],
+            timeout=GENERATION_TIMEOUT_MS,
+        )
+        return self.infotext(tab)
+
+    def infotext(self, tab: str = "txt2img") -> str:
+        return self.page.locator(f"#{tab}_infotext textarea").input_value()
+
+    def gallery_images(self, tab: str = "txt2img") -> list[Image.Image]:
+        """The result images as the browser downloads them (the saved PNG files, served by the app)."""
+        sources = self.page.locator(f"#{tab}_gallery img").evaluate_all("imgs => imgs.map(i => i.src)")
+        images = []
+        for src in dict.fromkeys(sources):  # the gallery may show one image twice (thumbnail and preview)
+            response = self.page.request.get(src)
+            assert response.ok, f"{src}: HTTP {response.status}"
+            images.append(Image.open(io.BytesIO(response.body())))
+        return images
+
+    def error_toasts(self) -> list[str]:
+        return self.page.locator(".toast-body").all_inner_texts()
+
+    # --- evidence ----------------------------------------------------------------------------------------------
+    def save_evidence(self, folder: Path, name: str) -> None:
+        try:
+            self.page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+        except Exception as exc:  # a crashed page still leaves its console log
+            self.console.append(f"(screenshot failed: {exc})")
+        (folder / f"{name}-console.log").write_text("\n".join(self.console) + "\n")
+
+    def local_storage(self) -> dict:
+        return json.loads(self.page.evaluate("JSON.stringify(localStorage)"))
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"))
+
+
+def _startswith(prefix: str):
+    import re
+
+    return re.compile("^" + re.escape(prefix))

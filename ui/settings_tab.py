@@ -1,0 +1,129 @@
+"""The Settings tab: the user's Settings as a form, saved to the settings file and applied at once."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import gradio as gr
+
+from core.errors import UserError
+from core.previews import PREVIEW_METHODS
+from core.request import MAX_STEPS
+from core.samplers import SAMPLERS, SCHEDULE_TYPES
+from core.settings import MAX_MODEL_CACHE_SIZE, SD2_PREDICTION_TYPES, Settings
+from ui.model_pickers import checkpoint_choices
+from ui.remembered import storage_key
+from ui.services import Services
+
+# Forgets what this browser remembered for each tab, then reloads so the defaults show.
+FORGET_JS = """
+(tabs) => {
+  for (const tab of %s) localStorage.removeItem(tab);
+  window.location.reload();
+}
+"""
+
+
+def build_settings_tab(page: gr.Blocks, services: Services, remembered_tabs: list[str]) -> None:
+    widgets = _settings_widgets(services)
+    with gr.Row():
+        save = gr.Button("Apply settings", variant="primary", elem_id="settings_apply", scale=0, min_width=180)
+        reload = gr.Button("Reload from file", elem_id="settings_reload", scale=0, min_width=160)
+        forget = gr.Button("Forget this browser's remembered tab values", elem_id="settings_forget", scale=0)
+    status = gr.Markdown(elem_id="settings_status")
+    names = list(widgets)
+    components = [widgets[name] for name in names]
+
+    def current_values():
+        settings = services.settings
+        return [getattr(settings, name) for name in names]
+
+    def apply(*values):
+        changed = Settings.from_values({**asdict(services.settings), **dict(zip(names, values, strict=True))})
+        try:
+            later = services.apply_settings(changed)
+        except UserError as exc:
+            raise gr.Error(str(exc), duration=None) from exc
+        return " ".join([f"Saved to `{services.settings_path}`.", *later])
+
+    def reload_file():
+        loaded = Settings.load(services.settings_path)
+        try:
+            services.apply_settings(loaded)
+        except UserError as exc:
+            raise gr.Error(f"The settings file has a problem: {exc}", duration=None) from exc
+        return [*current_values(), f"Reloaded `{services.settings_path}`."]
+
+    save.click(apply, inputs=components, outputs=status, queue=False, api_name="apply_settings")
+    reload.click(reload_file, outputs=[*components, status], queue=False, api_visibility="private")
+    forget.click(None, js=FORGET_JS % [storage_key(tab) for tab in remembered_tabs])
+    # Another browser may have changed them since the page was built.
+    page.load(current_values, outputs=components, queue=False, show_progress="hidden", api_visibility="private")
+
+
+def _settings_widgets(services: Services) -> dict[str, gr.components.Component]:
+    """One widget per Settings field the user changes here, grouped as A1111's settings page groups them."""
+    s = services.settings
+    checkpoints = [value for _, value in checkpoint_choices(services.registry)]
+    widgets: dict[str, gr.components.Component] = {}
+    with gr.Row(equal_height=False):
+        with gr.Column(), gr.Group():
+            gr.Markdown("### Saving images")
+            widgets["outputs_dir"] = gr.Textbox(
+                s.outputs_dir,
+                label="Output folder (relative to the program's folder, or absolute)",
+                elem_id="settings_outputs_dir",
+            )
+            gr.Markdown("### Live previews")
+            widgets["preview_method"] = gr.Radio(
+                list(PREVIEW_METHODS), value=s.preview_method, label="Preview method", elem_id="settings_preview_method"
+            )
+            widgets["preview_every_n_steps"] = gr.Slider(
+                1, 20, value=s.preview_every_n_steps, step=1, label="Preview every N steps", elem_id="settings_preview"
+            )
+            gr.Markdown("### Models")
+            widgets["model_cache_size"] = gr.Slider(
+                1,
+                MAX_MODEL_CACHE_SIZE,
+                value=s.model_cache_size,
+                step=1,
+                label="Checkpoints kept loaded (switching back to one is instant; each takes memory)",
+                elem_id="settings_model_cache_size",
+            )
+            widgets["sd2_prediction_type"] = gr.Radio(
+                list(SD2_PREDICTION_TYPES),
+                value=s.sd2_prediction_type,
+                label="SD2.x checkpoints without a .yaml: prediction type",
+                elem_id="settings_sd2_prediction_type",
+            )
+            widgets["models_dir"] = gr.Textbox(
+                s.models_dir, label="Models folder (A1111 layout; after a restart)", elem_id="settings_models_dir"
+            )
+        with gr.Column(), gr.Group():
+            gr.Markdown("### Defaults of new pages")
+            widgets["default_checkpoint"] = gr.Dropdown(
+                ["", *checkpoints],
+                value=s.default_checkpoint if s.default_checkpoint in checkpoints else "",
+                label="Checkpoint (empty: the first one)",
+                elem_id="settings_default_checkpoint",
+            )
+            widgets["default_sampler"] = gr.Dropdown(
+                list(SAMPLERS), value=s.default_sampler, label="Sampling method", elem_id="settings_default_sampler"
+            )
+            widgets["default_schedule_type"] = gr.Dropdown(
+                SCHEDULE_TYPES, value=s.default_schedule_type, label="Schedule type", elem_id="settings_schedule"
+            )
+            widgets["default_steps"] = gr.Slider(
+                1, MAX_STEPS, value=s.default_steps, step=1, label="Sampling steps", elem_id="settings_default_steps"
+            )
+            widgets["default_cfg_scale"] = gr.Slider(
+                1, 30, value=s.default_cfg_scale, step=0.5, label="CFG Scale", elem_id="settings_default_cfg_scale"
+            )
+            with gr.Row():
+                widgets["default_width"] = gr.Slider(
+                    64, 2048, value=s.default_width, step=8, label="Width", elem_id="settings_default_width"
+                )
+                widgets["default_height"] = gr.Slider(
+                    64, 2048, value=s.default_height, step=8, label="Height", elem_id="settings_default_height"
+                )
+    return widgets

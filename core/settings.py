@@ -49,9 +49,9 @@ class Settings:
             problems.append(f"Checkpoints kept loaded must be 1–{MAX_MODEL_CACHE_SIZE}, not {self.model_cache_size}.")
         if self.sd2_prediction_type not in SD2_PREDICTION_TYPES:
             problems.append(f"SD2 prediction type must be one of {', '.join(SD2_PREDICTION_TYPES)}.")
-        for name in ("models_dir", "outputs_dir", "cache_dir"):
+        for name, label in (("models_dir", "models"), ("outputs_dir", "output"), ("cache_dir", "cache")):
             if not getattr(self, name).strip():
-                problems.append(f"The {name.replace('_dir', '')} folder must not be empty.")
+                problems.append(f"The {label} folder must not be empty.")
         defaults = GenerationRequest(
             checkpoint="(any)",
             sampler_name=self.default_sampler,

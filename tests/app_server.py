@@ -25,6 +25,7 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class RunningApp:
     url: str
+    port: int
     work: Path  # holds outputs/, config.json and server.log
     process: subprocess.Popen
 
@@ -41,10 +42,18 @@ class RunningApp:
 
 
 @contextlib.contextmanager
-def running_app(models_dir: Path, work: Path, *extra_args: str, timeout: float = 120) -> Iterator[RunningApp]:
-    """app.py on CPU with its own outputs, config and cache under `work`; terminated (then killed) on exit."""
+def running_app(
+    models_dir: Path,
+    work: Path,
+    *extra_args: str,
+    outputs_flag: bool = True,
+    port: int | None = None,
+    timeout: float = 120,
+) -> Iterator[RunningApp]:
+    """app.py on CPU with its own config and cache under `work` (and outputs, unless `outputs_flag` is False and
+    the config says where); terminated (then killed) on exit, whatever happened."""
     work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     command = [
         sys.executable,
         "app.py",
@@ -52,8 +61,7 @@ def running_app(models_dir: Path, work: Path, *extra_args: str, timeout: float =
         str(port),
         "--models-dir",
         str(models_dir),
-        "--outputs-dir",
-        str(work / "outputs"),
+        *(["--outputs-dir", str(work / "outputs")] if outputs_flag else []),
         "--config",
         str(work / "config.json"),
         "--device",
@@ -65,7 +73,7 @@ def running_app(models_dir: Path, work: Path, *extra_args: str, timeout: float =
         config.write_text(json.dumps({"cache_dir": str(work / "cache")}))
     with open(work / "server.log", "a") as log:
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        app = RunningApp(f"http://127.0.0.1:{port}/", work, process)
+        app = RunningApp(f"http://127.0.0.1:{port}/", port, work, process)
         try:
             _wait_for_port(app, port, timeout)
             yield app

@@ -14,7 +14,9 @@ from ui.symbols import TOOLTIPS
 from ui.txt2img_tab import build_txt2img_tab
 
 CSS = """
-.tool-button { max-width: 44px; min-width: 40px !important; }
+.tool-button { max-width: 2.75em; min-width: 2.75em !important; height: 2.75em; align-self: center; padding: 0;
+  font-size: 1.15em; }
+.settings-section { margin-top: .6em; }
 .job-progress { position: relative; height: 1.6em; border-radius: 6px; background: var(--block-background-fill);
   border: 1px solid var(--border-color-primary); overflow: hidden; }
 .job-progress-bar { position: absolute; inset: 0 auto 0 0; background: var(--color-accent-soft);

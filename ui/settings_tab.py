@@ -25,12 +25,14 @@ FORGET_JS = """
 
 
 def build_settings_tab(page: gr.Blocks, services: Services, remembered_tabs: list[str]) -> None:
-    widgets = _settings_widgets(services)
     with gr.Row():
         save = gr.Button("Apply settings", variant="primary", elem_id="settings_apply", scale=0, min_width=180)
-        reload = gr.Button("Reload from file", elem_id="settings_reload", scale=0, min_width=160)
-        forget = gr.Button("Forget this browser's remembered tab values", elem_id="settings_forget", scale=0)
+        reload = gr.Button("Reload from file", elem_id="settings_reload", scale=0, min_width=200)
+        forget = gr.Button(
+            "Forget this browser's tab values", elem_id="settings_forget", scale=0, min_width=340
+        )
     status = gr.Markdown(elem_id="settings_status")
+    widgets = _settings_widgets(services)
     names = list(widgets)
     components = [widgets[name] for name in names]
 
@@ -54,8 +56,9 @@ def build_settings_tab(page: gr.Blocks, services: Services, remembered_tabs: lis
             raise gr.Error(f"The settings file has a problem: {exc}", duration=None) from exc
         return [*current_values(), f"Reloaded `{services.settings_path}`."]
 
-    save.click(apply, inputs=components, outputs=status, queue=False, api_name="apply_settings")
-    reload.click(reload_file, outputs=[*components, status], queue=False, api_visibility="private")
+    # Queued (not queue=False) so that a refused value shows as an error message in the page.
+    save.click(apply, inputs=components, outputs=status, api_name="apply_settings")
+    reload.click(reload_file, outputs=[*components, status], api_visibility="private")
     forget.click(None, js=FORGET_JS % [storage_key(tab) for tab in remembered_tabs])
     # Another browser may have changed them since the page was built.
     page.load(current_values, outputs=components, queue=False, show_progress="hidden", api_visibility="private")
@@ -67,21 +70,21 @@ def _settings_widgets(services: Services) -> dict[str, gr.components.Component]:
     checkpoints = [value for _, value in checkpoint_choices(services.registry)]
     widgets: dict[str, gr.components.Component] = {}
     with gr.Row(equal_height=False):
-        with gr.Column(), gr.Group():
-            gr.Markdown("### Saving images")
+        with gr.Column():
+            _section("Saving images")
             widgets["outputs_dir"] = gr.Textbox(
                 s.outputs_dir,
                 label="Output folder (relative to the program's folder, or absolute)",
                 elem_id="settings_outputs_dir",
             )
-            gr.Markdown("### Live previews")
+            _section("Live previews")
             widgets["preview_method"] = gr.Radio(
                 list(PREVIEW_METHODS), value=s.preview_method, label="Preview method", elem_id="settings_preview_method"
             )
             widgets["preview_every_n_steps"] = gr.Slider(
                 1, 20, value=s.preview_every_n_steps, step=1, label="Preview every N steps", elem_id="settings_preview"
             )
-            gr.Markdown("### Models")
+            _section("Models")
             widgets["model_cache_size"] = gr.Slider(
                 1,
                 MAX_MODEL_CACHE_SIZE,
@@ -99,12 +102,12 @@ def _settings_widgets(services: Services) -> dict[str, gr.components.Component]:
             widgets["models_dir"] = gr.Textbox(
                 s.models_dir, label="Models folder (A1111 layout; after a restart)", elem_id="settings_models_dir"
             )
-        with gr.Column(), gr.Group():
-            gr.Markdown("### Defaults of new pages")
+        with gr.Column():
+            _section("Defaults of new pages (a browser's own remembered values come first)")
             widgets["default_checkpoint"] = gr.Dropdown(
-                ["", *checkpoints],
+                [("(the first usable one)", ""), *((name, name) for name in checkpoints)],
                 value=s.default_checkpoint if s.default_checkpoint in checkpoints else "",
-                label="Checkpoint (empty: the first one)",
+                label="Checkpoint",
                 elem_id="settings_default_checkpoint",
             )
             widgets["default_sampler"] = gr.Dropdown(
@@ -127,3 +130,7 @@ def _settings_widgets(services: Services) -> dict[str, gr.components.Component]:
                     64, 2048, value=s.default_height, step=8, label="Height", elem_id="settings_default_height"
                 )
     return widgets
+
+
+def _section(title: str) -> None:
+    gr.Markdown(f"**{title}**", elem_classes="settings-section")

@@ -66,7 +66,9 @@ def build_txt2img_tab(services: Services, pickers: ModelPickers) -> dict[str, Re
             preview = gr.Image(
                 label="Live preview", interactive=False, visible=False, height=320, elem_id="txt2img_preview"
             )
-            gallery = gr.Gallery(label="Output", columns=2, height=420, format="png", elem_id="txt2img_gallery")
+            gallery = gr.Gallery(
+                label="Output", columns=2, height=420, format="png", object_fit="contain", elem_id="txt2img_gallery"
+            )
             infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id="txt2img_infotext")
     last_seeds = gr.State([])
     checkpoint, vae = pickers.checkpoint, pickers.vae

@@ -72,24 +72,32 @@ def artifacts(request) -> Path:
 
 
 @pytest.fixture
-def open_page(browser, app, artifacts, request) -> Iterator[Callable[..., StudioPage]]:
-    """Opens the app in a new browser context (own cookies and localStorage, like another person's browser)."""
+def open_url(browser, artifacts, request) -> Iterator[Callable[..., StudioPage]]:
+    """Opens an app URL in a new browser context (its own cookies and localStorage: another person's browser),
+    or in a given context (another tab of the same browser). On failure each page leaves a screenshot and its
+    console log in the test's artifacts folder."""
     pages: list[StudioPage] = []
 
-    def open_new(color_scheme: str = "light", viewport: dict | None = None, context=None) -> StudioPage:
+    def open_new(url: str, color_scheme: str = "light", viewport: dict | None = None, context=None) -> StudioPage:
         context = context or browser.new_context(viewport=viewport or LAPTOP, color_scheme=color_scheme)
-        studio = StudioPage(context.new_page(), app.url)
-        studio.open()
+        studio = StudioPage(context.new_page(), url)
         pages.append(studio)
+        studio.open()
         return studio
 
     yield open_new
     report = getattr(request.node, "report_call", None)
-    failed = report is None or report.failed
-    for index, studio in enumerate(pages):
-        if failed:
+    if report is None or report.failed:
+        for index, studio in enumerate(pages):
             studio.save_evidence(artifacts, f"page{index}")
-    if failed:
-        (artifacts / "server.log").write_text(app.log())
     for studio in pages:
         studio.page.context.close()
+
+
+@pytest.fixture
+def open_page(open_url, app, artifacts, request) -> Iterator[Callable[..., StudioPage]]:
+    """Opens the module's running app (see open_url); a failing test also keeps the server log."""
+    yield lambda **options: open_url(app.url, **options)
+    report = getattr(request.node, "report_call", None)
+    if report is None or report.failed:
+        (artifacts / "server.log").write_text(app.log())

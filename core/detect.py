@@ -138,6 +138,15 @@ def _indices(shapes: Shapes, prefix: str) -> list[int]:
 
 def unet_config_from_ldm(shapes: Shapes, prefix: str = UNET) -> dict:
     """UNet2DConditionModel config from original-layout keys; heads and sample size are filled in by the family."""
+    config = encoder_config_from_ldm(shapes, prefix)
+    attention = [kind == "CrossAttnDownBlock2D" for kind in config["down_block_types"]]
+    config["out_channels"] = shapes[f"{prefix}out.2.weight"][0]
+    config["up_block_types"] = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)]
+    return config
+
+
+def encoder_config_from_ldm(shapes: Shapes, prefix: str) -> dict:
+    """The config a UNet and a ControlNet share (a ControlNet is a copy of the UNet's input and middle blocks)."""
     in_channels = shapes[f"{prefix}input_blocks.0.0.weight"][1]
     # After the stem come res(+attn) blocks; a downsampler ("…N.0.op") closes every level but the last.
     levels: list[list[int]] = [[]]
@@ -161,11 +170,9 @@ def unet_config_from_ldm(shapes: Shapes, prefix: str = UNET) -> dict:
     )
     config = {
         "in_channels": in_channels,
-        "out_channels": shapes[f"{prefix}out.2.weight"][0],
         "block_out_channels": block_channels,
         "layers_per_block": len(levels[0]),
         "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
-        "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)],
         "transformer_layers_per_block": depth,
         "cross_attention_dim": attn2_k[1],
         "use_linear_projection": len(proj_in) == 2,
@@ -234,3 +241,76 @@ def _openclip_spec(shapes: Shapes, prefix: str, drop_last_layer: bool) -> TextEn
         "projection_dim": projection[1],
     }
     return TextEncoderSpec(prefix, "openclip", config, with_projection=not drop_last_layer)
+
+
+CONTROLNET = "control_model."
+_DIFFUSERS_HINT = "controlnet_cond_embedding.conv_in.weight"
+
+
+@dataclass(frozen=True)
+class ControlNetSpec:
+    """A ControlNet file's family, ControlNetModel config and layout ("ldm" under `prefix`, or "diffusers")."""
+
+    family: Family
+    config: dict  # for SDXL without addition_time_embed_dim, which only the checkpoint's UNet tells (see loader)
+    layout: str
+    prefix: str = ""
+
+
+def detect_controlnet(shapes: Shapes, name: str = "ControlNet") -> ControlNetSpec:
+    """Family and dimensions of a ControlNet: the original layout (`control_model.` keys, or the same keys bare as
+    some SD2 files have them) or a diffusers-layout single file, as many SDXL ControlNets are distributed."""
+    if _DIFFUSERS_HINT in shapes:
+        config, layout, prefix = _controlnet_config_from_diffusers(shapes), "diffusers", ""
+    else:
+        prefix = CONTROLNET if any(k.startswith(CONTROLNET) for k in shapes) else ""
+        if f"{prefix}input_hint_block.0.weight" not in shapes or f"{prefix}input_blocks.0.0.weight" not in shapes:
+            raise UserError(
+                f"{name} is not a ControlNet of a supported kind (no hint block and input blocks found): "
+                "ControlNet 1.0/1.1 and SDXL ControlNets are supported, T2I-Adapters and Control-LoRAs are not."
+            )
+        config, layout = _controlnet_config_from_ldm(shapes, prefix), "ldm"
+    adm_in = config.pop("adm_in_channels", None)
+    family = SDXL if adm_in else SD2 if config["use_linear_projection"] else SD1
+    config["attention_head_dim"] = family.unet_heads(config["block_out_channels"])
+    if adm_in:
+        config.update(addition_embed_type="text_time", projection_class_embeddings_input_dim=adm_in)
+    return ControlNetSpec(family, config, layout, prefix)
+
+
+def _controlnet_config_from_ldm(shapes: Shapes, prefix: str) -> dict:
+    config = encoder_config_from_ldm(shapes, prefix)
+    hint = _indices(shapes, f"{prefix}input_hint_block.")  # convolutions, with a SiLU between each two
+    channels = [shapes[f"{prefix}input_hint_block.{i}.weight"][0] for i in hint[:-1]]
+    config.update(
+        conditioning_channels=shapes[f"{prefix}input_hint_block.0.weight"][1],
+        conditioning_embedding_out_channels=list(dict.fromkeys(channels)),  # 16, 16, 32, 32… → 16, 32…
+    )
+    return config
+
+
+def _controlnet_config_from_diffusers(shapes: Shapes) -> dict:
+    levels = _indices(shapes, "down_blocks.")
+    attention = [f"down_blocks.{i}.attentions.0.proj_in.weight" in shapes for i in levels]
+    depth = [max(1, len(_indices(shapes, f"down_blocks.{i}.attentions.0.transformer_blocks."))) for i in levels]
+    attn2_k = next(shape for key, shape in shapes.items() if key.endswith("attn2.to_k.weight"))
+    proj_in = next(shape for key, shape in shapes.items() if key.endswith("proj_in.weight"))
+    blocks = _indices(shapes, "controlnet_cond_embedding.blocks.")
+    channels = [shapes[_DIFFUSERS_HINT][0]] + [
+        shapes[f"controlnet_cond_embedding.blocks.{i}.weight"][0] for i in blocks
+    ]
+    config = {
+        "in_channels": shapes["conv_in.weight"][1],
+        "block_out_channels": [shapes[f"down_blocks.{i}.resnets.0.conv2.weight"][0] for i in levels],
+        "layers_per_block": len(_indices(shapes, "down_blocks.0.resnets.")),
+        "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
+        "transformer_layers_per_block": depth,
+        "cross_attention_dim": attn2_k[1],
+        "use_linear_projection": len(proj_in) == 2,
+        "norm_num_groups": 32,
+        "conditioning_channels": shapes[_DIFFUSERS_HINT][1],
+        "conditioning_embedding_out_channels": list(dict.fromkeys(channels)),
+    }
+    if "add_embedding.linear_1.weight" in shapes:
+        config["adm_in_channels"] = shapes["add_embedding.linear_1.weight"][1]
+    return config

@@ -12,17 +12,18 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from core.controlnet import Control, control_map, controllable, run_preprocessor
 from core.devices import DevicePolicy, is_out_of_memory, release_memory
 from core.errors import UserError
 from core.events import Event, EventChannel, GeneratedImage, JobControl, Notice, Progress, Result
 from core.families import Family
 from core.image_inputs import PreparedImage, prepare_image
-from core.infotext import build_infotext
-from core.jobs import Job, make_job
-from core.model_cache import ModelCache
+from core.infotext import build_infotext, controlnet_params
+from core.jobs import Job, make_job, with_controlnet
+from core.model_cache import ActiveModel, ModelCache
 from core.outputs import OutputWriter
 from core.previews import DenoisedTracker, make_previewer
-from core.request import GenerationRequest
+from core.request import ControlNetUnit, GenerationRequest
 from core.samplers import make_scheduler
 
 log = logging.getLogger(__name__)
@@ -114,29 +115,72 @@ class Engine:
         if control.interrupted:
             return Result([], interrupted=True)
         prepared = self._prepare(request, channel)
+        maps = self._control_maps(request, prepared)
         active = self.models.activate(request.checkpoint, request.vae)
-        job = make_job(request, active.loaded, prepared)
+        controls = self._controls(request, active, maps)
+        job = self._job(request, active, prepared, controls, channel)
+        titles = {i: self.models.controlnet_title(unit.model) for i, unit in request.enabled_units}
+        extra = controlnet_params(request, titles)
         seed = resolve_seed(request.seed)
         clock = _Clock(time.perf_counter(), request.n_iter)
         images: list[GeneratedImage] = []
-        for batch in range(request.n_iter):
-            if control.interrupted:
-                break
-            seeds = [seed + batch * request.batch_size + i for i in range(request.batch_size)]
-            pil_images = self._run_batch(request, job, active.loaded, seeds, batch, control, channel, clock)
-            control.take_skip()
-            for image, image_seed in zip(pil_images, seeds, strict=True):
-                infotext = build_infotext(
-                    request,
-                    seed=image_seed,
-                    model_name=active.entry.stem,
-                    model_hash=active.model_hash,
-                    vae_name=active.vae_name,
-                    vae_hash=active.vae_hash,
-                )
-                path = self.outputs.save(image, infotext, mode=mode, seed=image_seed)
-                images.append(GeneratedImage(image, image_seed, infotext, path))
+        try:
+            for batch in range(request.n_iter):
+                if control.interrupted:
+                    break
+                seeds = [seed + batch * request.batch_size + i for i in range(request.batch_size)]
+                pil_images = self._run_batch(request, job, active.loaded, seeds, batch, control, channel, clock)
+                control.take_skip()
+                for image, image_seed in zip(pil_images, seeds, strict=True):
+                    infotext = build_infotext(
+                        request,
+                        seed=image_seed,
+                        model_name=active.entry.stem,
+                        model_hash=active.model_hash,
+                        vae_name=active.vae_name,
+                        vae_hash=active.vae_hash,
+                        extra=extra,
+                    )
+                    path = self.outputs.save(image, infotext, mode=mode, seed=image_seed)
+                    images.append(GeneratedImage(image, image_seed, infotext, path))
+        finally:
+            job.release()
+        self._save_control_maps(maps, images)
         return Result(images, interrupted=control.interrupted)
+
+    def _control_maps(self, request: GenerationRequest, prepared: PreparedImage | None) -> dict[int, Image.Image]:
+        """The maps of the units that can change the image (see ControlNetUnit.is_inert), made before any model
+        loads, so a missing annotator is reported at once."""
+        annotators = self.models.annotators
+        units = [(i, unit) for i, unit in request.enabled_units if not unit.is_inert]
+        return {i: control_map(request, unit, prepared, annotators) for i, unit in units}
+
+    @staticmethod
+    def _job(request, active: ActiveModel, prepared, controls: list[Control], channel: EventChannel) -> Job:
+        if not controls:
+            return make_job(request, active.loaded, prepared)
+        runnable, notice = controllable(request)
+        if notice:
+            channel.put(Notice(notice))
+        job = make_job(runnable, active.loaded, prepared)
+        return with_controlnet(job, active.loaded, controls, guided=request.cfg_scale > 1)
+
+    def _controls(self, request: GenerationRequest, active: ActiveModel, maps: dict[int, Image.Image]) -> list[Control]:
+        units = dict(request.enabled_units)
+        return [
+            Control(i, units[i], image, self.models.controlnet(units[i].model, active)) for i, image in maps.items()
+        ]
+
+    def _save_control_maps(self, maps: dict[int, Image.Image], images: list[GeneratedImage]) -> None:
+        if maps and images and images[0].path is not None and self.outputs.save_control_maps():
+            for i, image in maps.items():
+                self.outputs.save_control_map(image, images[0].path, i)
+
+    def run_preprocessor(self, unit: ControlNetUnit, image: Image.Image, width: int, height: int) -> Image.Image:
+        """The unit's control map of `image` for an output of width x height, as a job would make it (the UI's
+        preview). UserError when the preprocessor's weights are missing from models/annotators."""
+        with self._device_lock:
+            return run_preprocessor(unit, image, width, height, self.models.annotators)
 
     @staticmethod
     def _prepare(request: GenerationRequest, channel: EventChannel) -> PreparedImage | None:

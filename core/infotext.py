@@ -7,7 +7,17 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from core.request import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, GenerationRequest
+from core.preprocessors import PREPROCESSORS
+from core.request import (
+    CONTROL_MODES,
+    CONTROL_RESIZE_MODES,
+    INPAINT_AREAS,
+    MASK_MODES,
+    MASKED_CONTENT,
+    MAX_CONTROLNET_UNITS,
+    ControlNetUnit,
+    GenerationRequest,
+)
 from core.samplers import schedule_type_label, split_legacy_sampler_name
 
 # A1111's modules/infotext_utils.py re_param: a key, then a JSON-quoted value or anything up to the next comma.
@@ -17,6 +27,8 @@ _NEGATIVE = "Negative prompt:"
 _OUTPAINT_SIDES = ("left", "right", "top", "bottom")
 _OUTPAINT = re.compile(r"\b(left|right|top|bottom) (\d+)")
 _INPAINT_KEYS = ("Mask blur", "Mask mode", "Masked content", "Inpaint area", "Masked area padding", "Outpaint")
+_CONTROLNET_KEY = re.compile(r"^ControlNet (\d+)$")
+_MODEL_HASH = re.compile(r"\s*\[[0-9a-fA-F]+\]$")
 
 
 def _text(value: object) -> str:
@@ -111,6 +123,33 @@ def inpaint_params(request: GenerationRequest) -> dict[str, object]:
     return params
 
 
+def controlnet_params(request: GenerationRequest, titles: Mapping[int, str]) -> dict[str, str]:
+    """ "ControlNet N" fields of the enabled units, N being the unit's number; `titles`: "model [hash]" by N."""
+    return {f"ControlNet {i}": controlnet_unit_text(unit, titles[i]) for i, unit in request.enabled_units}
+
+
+def controlnet_unit_text(unit: ControlNetUnit, model_title: str) -> str:
+    """One unit as sd-webui-controlnet's serialize_unit writes it: "Module: canny, Model: name [hash], Weight:
+    1.0, …". Like its -1 values, the thresholds and resolution a preprocessor has no slider for are left out."""
+    preprocessor = PREPROCESSORS.get(unit.module)
+    a, b = preprocessor.thresholds(unit.threshold_a, unit.threshold_b) if preprocessor else (None, None)
+    uses_resolution = preprocessor is None or preprocessor.uses_resolution
+    values = {
+        "Module": unit.module,
+        "Model": model_title,
+        "Weight": float(unit.weight),
+        "Resize Mode": CONTROL_RESIZE_MODES[unit.resize_mode],
+        "Processor Res": unit.processor_res if uses_resolution else None,
+        "Threshold A": _text(a) if a is not None else None,
+        "Threshold B": _text(b) if b is not None else None,
+        "Guidance Start": float(unit.guidance_start),
+        "Guidance End": float(unit.guidance_end),
+        "Pixel Perfect": unit.pixel_perfect,
+        "Control Mode": CONTROL_MODES[unit.control_mode],
+    }
+    return ", ".join(f"{key}: {value}" for key, value in values.items() if value is not None)
+
+
 def build_infotext(
     request: GenerationRequest,
     *,
@@ -188,6 +227,7 @@ def request_fields(text: str) -> dict[str, Any]:
     if "Denoising strength" in params:
         fields["denoising_strength"] = params["Denoising strength"]
     fields.update(_inpaint_fields(params))
+    fields.update(_controlnet_fields(params))
     return fields
 
 
@@ -205,4 +245,27 @@ def _inpaint_fields(params: dict[str, str]) -> dict[str, Any]:
         fields["inpaint_full_res_padding"] = params["Masked area padding"]
     for side, pixels in _OUTPAINT.findall(params.get("Outpaint", "")):
         fields[f"outpaint_{side}"] = int(pixels)
+    return fields
+
+
+def _controlnet_fields(params: dict[str, str]) -> dict[str, Any]:
+    """`controlnet_units` (dicts for from_dict) from "ControlNet N" fields; the numbers missing are disabled units.
+    The control images are not in an infotext: the user supplies them again, as in sd-webui-controlnet."""
+    units: dict[int, dict[str, Any]] = {}
+    for key, text in params.items():
+        match = _CONTROLNET_KEY.match(key)
+        if match and int(match.group(1)) < MAX_CONTROLNET_UNITS:
+            units[int(match.group(1))] = _controlnet_unit_fields(text)
+    if not units:
+        return {}
+    return {"controlnet_units": [units.get(i, {"enabled": False}) for i in range(max(units) + 1)]}
+
+
+def _controlnet_unit_fields(text: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {"enabled": True}
+    for item in text.split(","):
+        key, _, value = item.strip().partition(": ")
+        fields["_".join(key.lower().split())] = value  # "Processor Res" → processor_res, as the extension does
+    if "model" in fields:
+        fields["model"] = _MODEL_HASH.sub("", fields["model"])  # registry names match the file stem
     return fields

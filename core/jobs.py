@@ -8,13 +8,22 @@ from dataclasses import dataclass
 import torch
 from diffusers import (
     DiffusionPipeline,
+    StableDiffusionControlNetImg2ImgPipeline,
+    StableDiffusionControlNetInpaintPipeline,
+    StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLControlNetImg2ImgPipeline,
+    StableDiffusionXLControlNetInpaintPipeline,
+    StableDiffusionXLControlNetPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
 )
 from PIL import Image
 
+from core.controlnet import Control, multi_controlnet, pipeline_arguments
 from core.families import SDXL
 from core.image_inputs import (
     LATENT_NOISE,
@@ -33,6 +42,15 @@ _DERIVED = {
     ("img2img", True): StableDiffusionXLImg2ImgPipeline,
     ("inpaint", True): StableDiffusionXLInpaintPipeline,
 }
+# Each task's pipeline → its ControlNet twin, and the name that twin gives the control images.
+_WITH_CONTROLNET = {
+    StableDiffusionPipeline: (StableDiffusionControlNetPipeline, "image"),
+    StableDiffusionImg2ImgPipeline: (StableDiffusionControlNetImg2ImgPipeline, "control_image"),
+    StableDiffusionInpaintPipeline: (StableDiffusionControlNetInpaintPipeline, "control_image"),
+    StableDiffusionXLPipeline: (StableDiffusionXLControlNetPipeline, "image"),
+    StableDiffusionXLImg2ImgPipeline: (StableDiffusionXLControlNetImg2ImgPipeline, "control_image"),
+    StableDiffusionXLInpaintPipeline: (StableDiffusionXLControlNetInpaintPipeline, "control_image"),
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +61,7 @@ class Job:
     inputs: Callable[[list[int]], dict]  # the task's pipeline arguments for a batch of these seeds
     finish: Callable[[Image.Image], Image.Image] = lambda image: image
     unchanged: Image.Image | None = None  # denoising strength 0: the result, without running the model
+    release: Callable[[], None] = lambda: None  # after the job: let go of what only this job needed
 
 
 def make_job(request: GenerationRequest, loaded: LoadedCheckpoint, prepared: PreparedImage | None) -> Job:
@@ -73,25 +92,47 @@ def _strength(steps: int, strength: float) -> float:
 def derived_pipeline(loaded: LoadedCheckpoint, task: str) -> DiffusionPipeline:
     """The img2img or inpaint pipeline over the loaded checkpoint's own modules (nothing is loaded or copied).
 
-    An inpainting checkpoint's pipeline is already the inpaint one. Built once per checkpoint; its modules are
-    re-pointed at each use, as the VAE of the loaded pipeline changes with the job's VAE choice.
+    An inpainting checkpoint's pipeline is already the inpaint one.
     """
-    base = loaded.pipeline
     if loaded.is_inpainting:
-        return base
-    pipe = loaded.derived.get(task)
+        return loaded.pipeline
+    return _derive(loaded, task, _DERIVED[(task, loaded.family is SDXL)])
+
+
+def _derive(loaded: LoadedCheckpoint, key: str, cls: type[DiffusionPipeline], **extra) -> DiffusionPipeline:
+    """A pipeline of class `cls` over the loaded checkpoint's modules, plus `extra` ones. Built once per checkpoint
+    and kept under `key`; its modules are re-pointed at each use, as the loaded pipeline's VAE changes with the
+    job's VAE choice."""
+    base = loaded.pipeline
+    pipe = loaded.derived.get(key)
     if pipe is None:
-        cls = _DERIVED[(task, loaded.family is SDXL)]
         modules, options = cls._get_signature_keys(cls)
         kwargs = {name: module for name, module in base.components.items() if name in modules}
         kwargs.update({name: base.config[name] for name in options if name in base.config})
         kwargs.update({name: False for name in ("requires_safety_checker", "add_watermarker") if name in options})
-        pipe = loaded.derived[task] = cls(**kwargs)
+        pipe = loaded.derived[key] = cls(**kwargs, **extra)
         pipe.set_progress_bar_config(disable=True)
-    for name, module in base.components.items():
+    for name, module in [*base.components.items(), *extra.items()]:
         if getattr(pipe, name, None) is not module:
             setattr(pipe, name, module)
     return pipe
+
+
+def with_controlnet(job: Job, loaded: LoadedCheckpoint, controls: list[Control], guided: bool) -> Job:
+    """The same job through the task's ControlNet pipeline, with the units' maps and settings."""
+    if not controls or job.unchanged is not None:
+        return job
+    cls, image_key = _WITH_CONTROLNET[type(job.pipeline)]
+    pipe = _derive(loaded, f"controlnet:{cls.__name__}", cls, controlnet=multi_controlnet(controls, guided))
+    arguments = {image_key: [c.map for c in controls], **pipeline_arguments(controls)}
+
+    def inputs(seeds: list[int]) -> dict:
+        return {**job.inputs(seeds), **arguments}
+
+    def release() -> None:  # the derived pipeline stays; the ControlNets may be evicted from the model cache
+        pipe.controlnet = None
+
+    return Job(pipe, inputs, job.finish, release=release)
 
 
 def _txt2img_inputs(request: GenerationRequest, loaded: LoadedCheckpoint) -> dict:

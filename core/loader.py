@@ -12,6 +12,7 @@ import torch
 from accelerate import init_empty_weights
 from diffusers import (
     AutoencoderKL,
+    ControlNetModel,
     DiffusionPipeline,
     EulerDiscreteScheduler,
     StableDiffusionInpaintPipeline,
@@ -21,6 +22,7 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from diffusers.loaders.single_file_utils import (
+    convert_controlnet_checkpoint,
     convert_ldm_clip_checkpoint,
     convert_ldm_unet_checkpoint,
     convert_ldm_vae_checkpoint,
@@ -29,7 +31,14 @@ from diffusers.loaders.single_file_utils import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from core.checkpoint_files import StateDict, load_state_dict
-from core.detect import CheckpointSpec, TextEncoderSpec, detect_checkpoint, vae_config_from_ldm
+from core.detect import (
+    CheckpointSpec,
+    ControlNetSpec,
+    TextEncoderSpec,
+    detect_checkpoint,
+    detect_controlnet,
+    vae_config_from_ldm,
+)
 from core.devices import DevicePolicy
 from core.errors import UserError
 from core.families import SD1, SD2, SDXL, Family
@@ -230,6 +239,46 @@ def load_vae(path: Path, family: Family) -> AutoencoderKL:
         vae = _instantiate(AutoencoderKL, config, convert_ldm_vae_checkpoint(state_dict, config), path.name)
     vae.register_to_config(scaling_factor=family.vae_scaling_factor)
     return vae
+
+
+SDXL_TIME_EMBED_DIM = 256  # SDXL's size-conditioning embedding width, which a ControlNet file alone cannot show
+
+
+def load_controlnet(path: Path, policy: DevicePolicy, unet_config: dict) -> ControlNetModel:
+    """A ControlNet (original-layout or diffusers-layout single file, or a diffusers folder) on the policy's
+    device. `unet_config` is the checkpoint's UNet config: an SDXL ControlNet takes its size-embedding width."""
+    path = Path(path)
+    if path.is_dir():
+        try:
+            model = ControlNetModel.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise UserError(f"{path.name}: not a diffusers ControlNet folder ({str(exc).splitlines()[0]}).") from exc
+    else:
+        state_dict = load_state_dict(path)
+        spec = detect_controlnet({k: tuple(v.shape) for k, v in state_dict.items()}, path.name)
+        config = dict(spec.config, global_pool_conditions="shuffle" in path.name.lower())
+        if "projection_class_embeddings_input_dim" in config:
+            same = (
+                unet_config.get("projection_class_embeddings_input_dim")
+                == config["projection_class_embeddings_input_dim"]
+            )
+            config["addition_time_embed_dim"] = unet_config["addition_time_embed_dim"] if same else SDXL_TIME_EMBED_DIM
+        model = _instantiate(ControlNetModel, config, _controlnet_weights(state_dict, spec, config), path.name)
+    return model.to(policy.device, policy.dtype)
+
+
+def _controlnet_weights(state_dict: StateDict, spec: ControlNetSpec, config: dict) -> StateDict:
+    if spec.layout == "diffusers":
+        return state_dict
+    if spec.prefix:  # the converter strips `control_model.` itself; stripped here too, for the label_emb keys below
+        state_dict = {k.removeprefix(spec.prefix): v for k, v in state_dict.items() if k.startswith(spec.prefix)}
+    converted = convert_controlnet_checkpoint(state_dict, config)
+    # The converter leaves out SDXL's size-conditioning embedding (label_emb in the original layout).
+    for ldm, ours in (("label_emb.0.0.", "add_embedding.linear_1."), ("label_emb.0.2.", "add_embedding.linear_2.")):
+        for kind in ("weight", "bias"):
+            if ldm + kind in state_dict:
+                converted[ours + kind] = state_dict[ldm + kind]
+    return {k: v for k, v in converted.items() if v is not None}
 
 
 def _place(loaded: LoadedCheckpoint, policy: DevicePolicy) -> None:

@@ -9,12 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, ControlNetModel
 
 from core.devices import DevicePolicy, release_memory
 from core.errors import UserError
-from core.loader import LoadedCheckpoint, load_checkpoint, load_vae, place_vae
+from core.families import FAMILIES, SD1, SD2, SDXL, Family
+from core.loader import LoadedCheckpoint, load_checkpoint, load_controlnet, load_vae, place_vae
+from core.preprocessors import Annotators
 from core.registry import ModelEntry, ModelRegistry
+from core.request import MAX_CONTROLNET_UNITS
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class ModelCache:
         self.sd2_prediction = sd2_prediction
         self._checkpoints: OrderedDict[Path, LoadedCheckpoint] = OrderedDict()
         self._vaes: OrderedDict[tuple[Path, str], AutoencoderKL] = OrderedDict()
+        self._controlnets: OrderedDict[tuple[Path, str], ControlNetModel] = OrderedDict()
+        self.annotators = Annotators(registry.folder("annotator"), str(policy.device))
         self.last_load_seconds = 0.0
 
     def activate(self, checkpoint: str, vae: str = "Automatic") -> ActiveModel:
@@ -99,6 +104,39 @@ class ModelCache:
         self._vaes.move_to_end(key)
         return self._vaes[key]
 
+    def controlnet(self, name: str, active: ActiveModel) -> ControlNetModel:
+        """The named ControlNet, loaded for the active checkpoint (or reused). A ControlNet of another family
+        than the checkpoint's is refused."""
+        entry = self.registry.find("controlnet", name)
+        self._check_family(entry, self.registry.family_label(entry), active)
+        loaded = active.loaded
+        key = (entry.path, loaded.family.id)
+        if key not in self._controlnets:
+            # One per unit at most is needed at once; more would only hold memory.
+            self._evict(self._controlnets, MAX_CONTROLNET_UNITS - 1)
+            model = load_controlnet(entry.path, self.policy, dict(loaded.pipeline.unet.config))
+            label = controlnet_family(model.config).label
+            self.registry.remember_family(entry, label)
+            self._check_family(entry, label, active)
+            self._controlnets[key] = model
+        self._controlnets.move_to_end(key)
+        return self._controlnets[key]
+
+    def controlnet_title(self, name: str) -> str:
+        """How the infotext names a ControlNet, as sd-webui-controlnet: "file stem [short hash]"."""
+        entry = self.registry.find("controlnet", name)
+        short = self.registry.short_hash(entry)
+        return f"{entry.stem} [{short}]" if short else entry.stem
+
+    @staticmethod
+    def _check_family(entry: ModelEntry, label: str, active: ActiveModel) -> None:
+        family = active.loaded.family
+        if label in (f.label for f in FAMILIES.values()) and label != family.label:
+            raise UserError(
+                f"ControlNet '{entry.name}' is for {label} but the checkpoint '{active.entry.name}' is "
+                f"{family.label}: pick a ControlNet made for {family.label}."
+            )
+
     def _evict(self, cache: OrderedDict, keep: int) -> None:
         evicted = False
         while len(cache) > keep:
@@ -110,3 +148,10 @@ class ModelCache:
 
     def loaded_names(self) -> list[str]:
         return [p.name for p in self._checkpoints]
+
+
+def controlnet_family(config) -> Family:
+    """A loaded ControlNet's family, from its config as detect_controlnet tells it from the tensors."""
+    if config.get("addition_embed_type") == "text_time":
+        return SDXL
+    return SD2 if config.get("use_linear_projection") else SD1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -11,10 +12,15 @@ from PIL.PngImagePlugin import PngInfo
 
 
 class OutputWriter:
-    """Writes images under one outputs folder; never overwrites a file."""
+    """Writes images under one outputs folder; never overwrites a file.
 
-    def __init__(self, outputs_dir: Path):
+    `save_control_maps` is read at each job (a setting can change it): whether ControlNet's detected maps are
+    saved beside the job's first image.
+    """
+
+    def __init__(self, outputs_dir: Path, save_control_maps: Callable[[], bool] = lambda: False):
         self.outputs_dir = Path(outputs_dir)
+        self.save_control_maps = save_control_maps
 
     def folder(self, mode: str, when: dt.date | None = None) -> Path:
         return self.outputs_dir / f"{mode}-images" / (when or dt.date.today()).isoformat()
@@ -34,6 +40,13 @@ class OutputWriter:
                 return path
             except FileExistsError:
                 number += 1
+
+    def save_control_map(self, control_map: Image.Image, image_path: Path, unit: int) -> Path:
+        """A unit's detected map beside the image it guided: 00012-1234-controlnet-0.png next to 00012-1234.png."""
+        path = image_path.with_name(f"{image_path.stem}-controlnet-{unit}.png")
+        with open(path, "xb") as f:
+            control_map.save(f, format="PNG")
+        return path
 
 
 def _next_number(folder: Path) -> int:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.checkpoint_files import WEIGHT_SUFFIXES, read_shapes
-from core.detect import detect_checkpoint
+from core.detect import detect_checkpoint, detect_controlnet
 from core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ FOLDERS = {
     "controlnet": "ControlNet",
     "vae": "VAE",
     "embedding": "embeddings",
+    "annotator": "annotators",  # ControlNet preprocessors' weights (lllyasviel/Annotators file names)
 }
 
 
@@ -94,7 +95,7 @@ class ModelRegistry:
             is_diffusers = (
                 path.is_dir()
                 and (path / "model_index.json").is_file()
-                or (kind == "vae" and path.is_dir() and (path / "config.json").is_file())
+                or (kind in ("vae", "controlnet") and path.is_dir() and (path / "config.json").is_file())
             )
             inside_diffusers = any((p / "model_index.json").is_file() for p in path.parents if p != root)
             if (is_weights or is_diffusers) and not inside_diffusers and not path.name.startswith("."):
@@ -124,7 +125,8 @@ class ModelRegistry:
         return full[:10] if full else None
 
     def family_label(self, entry: ModelEntry) -> str:
-        """ "SD1.x", "SDXL inpainting"… from the tensors; cached, and cheap for safetensors (header only)."""
+        """ "SD1.x", "SDXL inpainting"… from the tensors; cached, and cheap for safetensors (header only).
+        ControlNets are labelled with the family of checkpoint they work with."""
         label = self.cache.get(entry.path, "family") if entry.path.is_file() else None
         if label:
             return label
@@ -133,7 +135,11 @@ class ModelRegistry:
         if entry.path.suffix.lower() != ".safetensors":
             return "?"  # pickles must be read whole to know; the family shows once the checkpoint is loaded
         try:
-            label = detect_checkpoint(read_shapes(entry.path), entry.name).description
+            shapes = read_shapes(entry.path)
+            if entry.kind == "controlnet":
+                label = detect_controlnet(shapes, entry.name).family.label
+            else:
+                label = detect_checkpoint(shapes, entry.name).description
         except UserError:
             label = "unsupported"
         self.cache.put(entry.path, "family", label)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -33,6 +34,93 @@ _CHOICES = {
     "inpainting_mask_invert": ("Mask mode", MASK_MODES),
     "inpainting_fill": ("Masked content", MASKED_CONTENT),
 }
+
+# ControlNet, as sd-webui-controlnet: its labels (written in the infotext) and its API's indexes.
+MAX_CONTROLNET_UNITS = 3  # the UI may show fewer; a request never holds more
+CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+CONTROL_RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")  # same resizes as RESIZE_MODES 0-2
+MAX_CONTROL_WEIGHT = 2.0  # sd-webui-controlnet's slider maximum
+MIN_PROCESSOR_RES, MAX_PROCESSOR_RES = 64, 2048
+_UNIT_CHOICES = {
+    "resize_mode": ("Resize Mode", CONTROL_RESIZE_MODES),
+    "control_mode": ("Control Mode", CONTROL_MODES),
+}
+
+
+@dataclass(frozen=True)
+class ControlNetUnit:
+    """One ControlNet unit, with sd-webui-controlnet's API field names and defaults.
+
+    Thresholds of -1 mean the preprocessor's own defaults (e.g. 100/200 for canny), as in that API. Without an
+    image, img2img and inpainting use the tab's input image, as sd-webui-controlnet does; `use_input_image` asks
+    for it even when the unit holds an image.
+    """
+
+    enabled: bool = True
+    image: Image.Image | None = None  # the picture to preprocess (or, with module "none", the control map itself)
+    module: str = "none"  # preprocessor name (core.preprocessors.PREPROCESSORS)
+    model: str = "None"  # a name from models/ControlNet
+    weight: float = 1.0
+    resize_mode: int = 1  # index into CONTROL_RESIZE_MODES
+    processor_res: int = 512
+    threshold_a: float = -1.0
+    threshold_b: float = -1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+    pixel_perfect: bool = False
+    control_mode: int = 0  # index into CONTROL_MODES
+    use_input_image: bool = False
+
+    @property
+    def is_inert(self) -> bool:
+        """Weight 0, or a guidance window with no step in it: the unit cannot change a pixel, so it is not run."""
+        return self.weight == 0 or self.guidance_start >= min(1.0, self.guidance_end)
+
+    def problems(self, index: int, has_input_image: bool) -> list[str]:
+        """What is wrong with this unit, each message naming it as the UI does ("ControlNet Unit 0")."""
+        from core.preprocessors import PREPROCESSORS  # torch-free, imported late like the samplers
+
+        name = f"ControlNet Unit {index}"
+        problems = []
+        if self.image is None and not has_input_image:
+            problems.append(f"{name} is enabled but has no control image: upload one (or disable the unit).")
+        elif self.use_input_image and not has_input_image:
+            problems.append(f"{name} uses the input image, but there is none: upload one or untick the option.")
+        elif self.image is not None and _too_large(*self.image.size):
+            problems.append(f"{name}'s image is {self.image.width}x{self.image.height}; scale it down first.")
+        if self.module not in PREPROCESSORS:
+            problems.append(f"{name}: unknown preprocessor {self.module!r}; choose one of: {', '.join(PREPROCESSORS)}.")
+        if self.model in ("", "None"):
+            problems.append(f"{name}: choose a ControlNet model (models/ControlNet).")
+        if not 0 <= self.weight <= MAX_CONTROL_WEIGHT:
+            problems.append(f"{name}: Control Weight must be 0–{MAX_CONTROL_WEIGHT:g}, not {self.weight}.")
+        if not 0 <= self.guidance_start <= self.guidance_end <= 1:
+            problems.append(
+                f"{name}: Starting and Ending Control Step must be 0–1 with the start not after the end, "
+                f"not {self.guidance_start}–{self.guidance_end}."
+            )
+        if not self.pixel_perfect and not MIN_PROCESSOR_RES <= self.processor_res <= MAX_PROCESSOR_RES:
+            problems.append(f"{name}: Preprocessor Resolution must be {MIN_PROCESSOR_RES}–{MAX_PROCESSOR_RES}.")
+        for key, (label, choices) in _UNIT_CHOICES.items():
+            if not 0 <= getattr(self, key) < len(choices):
+                problems.append(f"{name}: {label} must be one of: {', '.join(choices)} (0–{len(choices) - 1}).")
+        return problems
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | ControlNetUnit) -> ControlNetUnit:
+        """From sd-webui-controlnet's API dict (also its older `input_image`, and `image` as {"image": …})."""
+        if isinstance(values, ControlNetUnit):
+            return values
+        values = dict(values)
+        image = values.get("image", values.get("input_image"))
+        values["image"] = image.get("image") if isinstance(image, Mapping) else image
+        known = {f.name: f for f in fields(cls)}
+        kwargs = {
+            key: _coerce(key, known[key].type, value, _UNIT_CHOICES)
+            for key, value in values.items()
+            if key in known and value is not None
+        }
+        return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -69,6 +157,12 @@ class GenerationRequest:
     outpaint_right: int = 0
     outpaint_top: int = 0
     outpaint_bottom: int = 0
+    controlnet_units: tuple[ControlNetUnit, ...] = ()
+
+    @property
+    def enabled_units(self) -> list[tuple[int, ControlNetUnit]]:
+        """(index, unit) of the enabled ControlNet units; the index is the unit's number in the UI and infotext."""
+        return [(i, unit) for i, unit in enumerate(self.controlnet_units) if unit.enabled]
 
     @property
     def outpaint(self) -> tuple[int, int, int, int]:
@@ -92,7 +186,7 @@ class GenerationRequest:
 
     def validated(self) -> GenerationRequest:
         """Return self when every value is usable, else raise UserError saying what to change."""
-        problems = self._generation_problems() + self._image_problems()
+        problems = self._generation_problems() + self._image_problems() + self._controlnet_problems()
         if not self.checkpoint:
             problems.append("No checkpoint chosen.")
         if problems:
@@ -172,6 +266,12 @@ class GenerationRequest:
                 )
         return problems
 
+    def _controlnet_problems(self) -> list[str]:
+        if len(self.controlnet_units) > MAX_CONTROLNET_UNITS:
+            return [f"At most {MAX_CONTROLNET_UNITS} ControlNet units, not {len(self.controlnet_units)}."]
+        has_input = self.init_image is not None
+        return [problem for i, unit in self.enabled_units for problem in unit.problems(i, has_input)]
+
     def with_changes(self, **changes: Any) -> GenerationRequest:
         return replace(self, **changes)
 
@@ -184,14 +284,21 @@ class GenerationRequest:
 
         Images may be PIL images, numpy arrays or base64 text (A1111's API, with or without a data: prefix);
         A1111's `init_images` list is read as its first image. Choice fields take an index or A1111's label.
+        ControlNet units are dicts of sd-webui-controlnet's API (or ControlNetUnit), under `controlnet_units` or,
+        as that API sends them, `alwayson_scripts.controlnet.args`.
         """
         values = dict(values)
         if values.get("init_image") is None and values.get("init_images"):
             values["init_image"] = values["init_images"][0]
+        if values.get("controlnet_units") is None:
+            scripts = values.get("alwayson_scripts") or {}
+            values["controlnet_units"] = (scripts.get("controlnet") or scripts.get("ControlNet") or {}).get("args")
         known = {f.name: f for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
-            if key in known and value is not None:
+            if key == "controlnet_units" and value is not None:
+                kwargs[key] = tuple(ControlNetUnit.from_dict(unit) for unit in value)
+            elif key in known and value is not None:
                 kwargs[key] = _coerce(key, known[key].type, value)
         return cls(**kwargs)
 
@@ -200,9 +307,11 @@ def _too_large(width: int, height: int) -> bool:
     return max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS
 
 
-def _coerce(key: str, kind: str, value: Any) -> Any:
-    if key in _CHOICES and isinstance(value, str) and value in _CHOICES[key][1]:
-        return _CHOICES[key][1].index(value)
+def _coerce(key: str, kind: str, value: Any, choices: Mapping[str, tuple[str, tuple[str, ...]]] = _CHOICES) -> Any:
+    if key in choices and isinstance(value, str):
+        labels = [label.lower() for label in choices[key][1]]
+        if value.lower() in labels:  # A1111 and sd-webui-controlnet capitalise their labels differently
+            return labels.index(value.lower())
     try:
         if kind == "int":
             return int(value)

@@ -19,14 +19,14 @@ from core.model_cache import ModelCache  # noqa: E402
 from core.outputs import OutputWriter  # noqa: E402
 from core.registry import HashCache, ModelRegistry  # noqa: E402
 from core.request import GenerationRequest  # noqa: E402
-from tests.fixtures.tiny_models import write_checkpoint, write_diffusers_folder  # noqa: E402
+from tests.fixtures.tiny_models import write_checkpoint, write_controlnet, write_diffusers_folder  # noqa: E402
 
 torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
-    """models/ as a user has it: single files in subfolders, a diffusers folder, a VAE."""
+    """models/ as a user has it: single files in subfolders, a diffusers folder, a VAE, ControlNets."""
     root = tmp_path_factory.mktemp("models")
     ckpts = root / "Stable-diffusion"
     write_checkpoint(ckpts / "sd15" / "tiny-sd1.safetensors", "SD1")
@@ -35,6 +35,9 @@ def models_dir(tmp_path_factory) -> Path:
     write_diffusers_folder(ckpts / "tiny-sd1-diffusers", "SD1")
     for folder in ("Lora", "ControlNet", "VAE", "embeddings"):
         (root / folder).mkdir(parents=True, exist_ok=True)
+    write_controlnet(root / "ControlNet" / "tiny-sd1-canny.safetensors", "SD1")
+    write_controlnet(root / "ControlNet" / "tiny-sd1-depth.pth", "SD1", seed=1, fmt="pth")
+    write_controlnet(root / "ControlNet" / "tiny-sdxl-canny.safetensors", "SDXL")
     return root
 
 

@@ -144,8 +144,12 @@ class StudioPage:
             self.console.append(f"(screenshot failed: {exc})")
         (folder / f"{name}-console.log").write_text("\n".join(self.console) + "\n")
 
-    def local_storage(self) -> dict:
-        return json.loads(self.page.evaluate("JSON.stringify(localStorage)"))
+    def local_storage(self) -> str:
+        return self.page.evaluate("JSON.stringify(localStorage)")
+
+    def wait_until_remembered(self, storage_before: str) -> None:
+        """Waits for the browser to store a change made after `storage_before` was read (a round trip)."""
+        self.page.wait_for_function("(before) => JSON.stringify(localStorage) !== before", arg=storage_before)
 
 
 def pixels(image: Image.Image) -> np.ndarray:

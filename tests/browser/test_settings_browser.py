@@ -54,7 +54,9 @@ def test_tab_values_are_remembered_per_browser(open_page):
     mine.choose("txt2img_sampler", "Euler a")
     mine.set_slider("txt2img_steps", 9)
     mine.set_slider("txt2img_cfg_scale", 3.5)
+    storage = mine.local_storage()
     mine.set_slider("txt2img_width", 320)
+    mine.wait_until_remembered(storage)
     mine.reload()
     assert mine.text("txt2img_prompt") == "remember me"
     assert mine.chosen("txt2img_sampler") == "Euler a"

@@ -64,8 +64,11 @@ def control_map(
 
 def unit_image(request: GenerationRequest, unit: ControlNetUnit, prepared: PreparedImage | None) -> Image.Image:
     """The unit's picture, or the tab's input image; for "Only masked" the same region of it as is inpainted
-    (a unit's own picture is taken to show the whole input image, as sd-webui-controlnet does)."""
+    (a unit's own picture is taken to show the whole input image, as sd-webui-controlnet does); for outpainting
+    the input image in its place on the larger canvas."""
     use_input = unit.use_input_image or unit.image is None
+    if use_input and prepared is not None and request.is_outpaint:
+        return prepared.image
     image = flatten(request.init_image if use_input else unit.image)  # type: ignore[arg-type]
     if prepared is not None and prepared.crop is not None:
         if image.size != prepared.source.size:

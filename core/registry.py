@@ -89,16 +89,17 @@ class ModelRegistry:
         root = self.folder(kind)
         if not root.is_dir():
             return []
+        # A diffusers pipeline folder has a model_index.json; a single model's folder (VAE, ControlNet) a config.json.
+        markers = ("model_index.json", "config.json") if kind in ("vae", "controlnet") else ("model_index.json",)
+
+        def is_diffusers(folder: Path) -> bool:
+            return folder.is_dir() and any((folder / marker).is_file() for marker in markers)
+
         entries = []
         for path in sorted(root.rglob("*")):
             is_weights = path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES
-            is_diffusers = (
-                path.is_dir()
-                and (path / "model_index.json").is_file()
-                or (kind in ("vae", "controlnet") and path.is_dir() and (path / "config.json").is_file())
-            )
-            inside_diffusers = any((p / "model_index.json").is_file() for p in path.parents if p != root)
-            if (is_weights or is_diffusers) and not inside_diffusers and not path.name.startswith("."):
+            inside_diffusers = any(is_diffusers(p) for p in path.parents if p != root and p.is_relative_to(root))
+            if (is_weights or is_diffusers(path)) and not inside_diffusers and not path.name.startswith("."):
                 entries.append(ModelEntry(kind, path.relative_to(root).as_posix(), path))
         return entries
 

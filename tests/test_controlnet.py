@@ -8,13 +8,16 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from core.controlnet import unit_image
 from core.detect import detect_controlnet
 from core.devices import choose_policy
 from core.errors import UserError
 from core.families import SD1, SDXL
+from core.image_inputs import prepare_image
 from core.infotext import parse_infotext, request_fields
 from core.loader import load_controlnet
 from core.outputs import read_infotext
+from core.registry import HashCache, ModelRegistry
 from core.request import MAX_CONTROLNET_UNITS, ControlNetUnit, GenerationRequest
 from tests.conftest import make_engine, tiny_request
 from tests.fixtures.ldm_export import controlnet_to_ldm
@@ -69,16 +72,25 @@ def test_family_and_dimensions_come_from_the_tensors():
         assert spec.config["conditioning_embedding_out_channels"] == [16, 32, 96, 256]
 
 
-def test_bare_keys_and_diffusers_layout_files_load_too(tmp_path):
+def test_bare_keys_diffusers_layout_files_and_folders_load_too(tmp_path):
     ldm = controlnet_to_ldm(tiny_controlnet("SD1"))
     save_file({k.removeprefix("control_model."): v for k, v in ldm.items()}, str(tmp_path / "bare.safetensors"))
     diffusers_layout = {k: v.contiguous() for k, v in tiny_controlnet("SDXL").state_dict().items()}
     save_file(diffusers_layout, str(tmp_path / "xl.safetensors"))
-    for name, family in (("bare", "SD1"), ("xl", "SDXL")):
+    tiny_controlnet("SD1").save_pretrained(str(tmp_path / "folder"))  # a diffusers folder: config.json + weights
+    for name, family in (("bare.safetensors", "SD1"), ("xl.safetensors", "SDXL"), ("folder", "SD1")):
         unet_config = dict(tiny_components(family)["unet"].config)
-        loaded = load_controlnet(tmp_path / f"{name}.safetensors", CPU, unet_config).state_dict()
+        loaded = load_controlnet(tmp_path / name, CPU, unet_config).state_dict()
         original = tiny_controlnet(family).state_dict()
         assert all(torch.equal(loaded[k], original[k]) for k in original), name
+
+
+def test_registry_lists_controlnet_files_and_folders(tmp_path):
+    tiny_controlnet("SD1").save_pretrained(str(tmp_path / "ControlNet" / "cn-diffusers"))
+    write_controlnet(tmp_path / "ControlNet" / "sub" / "a.safetensors", "SD1")
+    registry = ModelRegistry(tmp_path, HashCache(tmp_path / "cache.json"))
+    assert [e.name for e in registry.list("controlnet")] == ["cn-diffusers", "sub/a.safetensors"]
+    assert registry.find("controlnet", "a").path.name == "a.safetensors"
 
 
 def test_a_file_that_is_not_a_controlnet_is_named():
@@ -258,3 +270,15 @@ def test_detected_maps_are_saved_beside_the_image_when_asked(models_dir, tmp_pat
     path = engine.generate(request).images[0].path
     saved = path.with_name(f"{path.stem}-controlnet-1.png")
     assert saved.is_file() and Image.open(saved).size == (64, 64)
+
+
+def test_the_input_image_follows_only_masked_crops_and_outpainting(engine):
+    mask = Image.new("L", (96, 80), 0)
+    mask.paste(255, (40, 30, 50, 40))
+    request = tiny_request(init_image=picture(), mask=mask, inpaint_full_res=True, controlnet_units=(unit(image=None),))
+    prepared = prepare_image(request)
+    cropped = unit_image(request, request.controlnet_units[0], prepared)
+    assert np.array_equal(pixels(cropped), pixels(picture().crop(prepared.crop)))
+    outpaint = tiny_request(init_image=picture(64, 64), outpaint_left=16, controlnet_units=(unit(image=None),))
+    assert unit_image(outpaint, outpaint.controlnet_units[0], prepare_image(outpaint)).size == (80, 64)
+    assert engine.generate(outpaint.with_changes(steps=1)).images[0].image.size == (80, 64)

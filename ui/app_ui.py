@@ -6,8 +6,11 @@ import json
 
 import gradio as gr
 
+from ui.img2img_tab import build_img2img_tab
+from ui.inpaint_tab import build_inpaint_tab
 from ui.model_pickers import build_model_pickers
 from ui.remembered import remember_values
+from ui.send_to import connect_send_to
 from ui.services import Services
 from ui.settings_tab import build_settings_tab
 from ui.symbols import TOOLTIPS
@@ -52,11 +55,20 @@ def build_ui(services: Services) -> gr.Blocks:
     with gr.Blocks(title="SD Studio") as page:
         pickers = build_model_pickers(services.registry, services.settings.default_checkpoint)
         remembered = {"models": pickers.remembered(services.registry, services.settings)}
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("txt2img", id="txt2img"):
-                remembered["txt2img"] = build_txt2img_tab(services, pickers)
+                txt2img = build_txt2img_tab(services, pickers)
+            with gr.Tab("img2img", id="img2img"):
+                img2img = build_img2img_tab(services, pickers)
+            with gr.Tab("Inpaint", id="inpaint"):
+                inpaint = build_inpaint_tab(services, pickers)
+            generation_tabs = (txt2img, img2img, inpaint)
+            remembered.update({tab.mode: tab.remembered for tab in generation_tabs})
             with gr.Tab("Settings", id="settings"):
                 build_settings_tab(page, services, list(remembered))
+        for source in generation_tabs:
+            connect_send_to(source, img2img, source.results.send_to_img2img, tabs)
+            connect_send_to(source, inpaint, source.results.send_to_inpaint, tabs)
         for scope, fields in remembered.items():
             remember_values(page, scope, fields, services.ui_secret)
     return page

@@ -28,9 +28,7 @@ def build_settings_tab(page: gr.Blocks, services: Services, remembered_tabs: lis
     with gr.Row():
         save = gr.Button("Apply settings", variant="primary", elem_id="settings_apply", scale=0, min_width=180)
         reload = gr.Button("Reload from file", elem_id="settings_reload", scale=0, min_width=200)
-        forget = gr.Button(
-            "Forget this browser's tab values", elem_id="settings_forget", scale=0, min_width=340
-        )
+        forget = gr.Button("Forget this browser's tab values", elem_id="settings_forget", scale=0, min_width=340)
     status = gr.Markdown(elem_id="settings_status")
     widgets = _settings_widgets(services)
     names = list(widgets)

@@ -11,7 +11,7 @@ from PIL import Image
 from playwright.sync_api import ConsoleMessage, Page, expect
 
 GENERATION_TIMEOUT_MS = 120_000
-RESTORED_SCOPES = ("models", "txt2img")
+RESTORED_SCOPES = ("models", "txt2img", "img2img", "inpaint")
 
 
 class StudioPage:
@@ -53,8 +53,12 @@ class StudioPage:
 
     def set_slider(self, elem_id: str, value: float) -> None:
         """Drags the slider's range input to the value (Playwright's fill sets it and fires input/change)."""
+        number = self.page.locator(f"#{elem_id} input[type=number]")
         self.page.locator(f"#{elem_id} input[type=range]").fill(str(value))
-        expect(self.page.locator(f"#{elem_id} input[type=number]")).to_have_value(str(value))
+        if number.input_value() != str(value):  # not taken yet (e.g. a slider in an opening accordion): type it
+            number.fill(str(value))
+            number.press("Enter")
+        expect(number).to_have_value(str(value))
 
     def slider(self, elem_id: str) -> float:
         return float(self.page.locator(f"#{elem_id} input[type=number]").input_value())
@@ -114,10 +118,14 @@ class StudioPage:
     def wait_for_job(self, before_summary: str, tab: str = "txt2img") -> str:
         """Waits until a job started after `before_summary` was read has finished; returns the shown infotext."""
         self.page.wait_for_function(
-            "([sel, before]) => { const d = document.querySelector(sel); return d && d.innerText !== before; }",
+            """([sel, before]) => {
+              const d = document.querySelector(sel);
+              return (d && d.innerText !== before) || document.querySelector('.toast-body');
+            }""",
             arg=[f"#{tab}_progress .job-done", before_summary],
             timeout=GENERATION_TIMEOUT_MS,
         )
+        assert not self.error_toasts(), f"the job failed: {self.error_toasts()}"
         return self.infotext(tab)
 
     def infotext(self, tab: str = "txt2img") -> str:

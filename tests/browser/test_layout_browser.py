@@ -8,7 +8,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-TABS = ("txt2img", "Settings")
+TABS = ("txt2img", "img2img", "Inpaint", "Settings")
 
 
 def luminance(css_color: str) -> float:

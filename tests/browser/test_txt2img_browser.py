@@ -133,4 +133,3 @@ def test_a_broken_model_gives_a_readable_error_and_the_next_job_works(open_page)
 
     studio.choose("checkpoint", "tiny-sd1.safetensors")
     assert studio.generate().startswith("after the error\n")
-

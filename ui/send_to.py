@@ -1,0 +1,47 @@
+"""A1111's "Send to img2img" / "Send to inpaint": the chosen result image goes to the other tab with the prompt
+and settings read back from its infotext, and that tab opens."""
+
+from __future__ import annotations
+
+import gradio as gr
+from PIL import Image
+
+from core.infotext import request_fields
+from core.outputs import read_infotext
+from core.request import GenerationRequest
+from ui.generation_panel import GenerationTab
+
+# What A1111 pastes from an image's infotext into the receiving tab.
+SENT_FIELDS = (
+    "prompt",
+    "negative_prompt",
+    "sampler_name",
+    "scheduler",
+    "steps",
+    "cfg_scale",
+    "seed",
+    "width",
+    "height",
+    "clip_skip",
+)
+
+
+def connect_send_to(source: GenerationTab, target: GenerationTab, button: gr.Button, tabs: gr.Tabs) -> None:
+    names = [name for name in SENT_FIELDS if name in target.fields]
+    outputs = [target.image_input, *(target.fields[name] for name in names), tabs]
+
+    def send(path: str | None):
+        if not path:
+            raise gr.Error("Generate an image first (or click one in the gallery).")
+        try:
+            with Image.open(path) as opened:
+                image = opened.convert("RGB")
+            parsed = request_fields(read_infotext(path) or "")
+        except OSError as exc:
+            raise gr.Error("That image is no longer on disk; generate it again.") from exc
+        typed = GenerationRequest.from_dict(parsed)  # the infotext's text values as numbers where numbers belong
+        values = [getattr(typed, name) if name in parsed else gr.skip() for name in names]
+        sent = {"background": image, "layers": [], "composite": image} if target.mode == "inpaint" else image
+        return [sent, *values, gr.Tabs(selected=target.mode)]
+
+    button.click(send, inputs=source.results.selected, outputs=outputs, api_name=False)

@@ -103,29 +103,32 @@ class StudioPage:
 
     def generate(self, tab: str = "txt2img", *, keyboard: bool = False) -> str:
         """Starts a job (button, or Ctrl+Enter in the prompt) and returns the infotext of its first image."""
-        before = self.job_summary(tab)
+        marker = self.job_marker(tab)
         if keyboard:
             self.page.locator(f"#{tab}_prompt textarea").press("Control+Enter")
         else:
             self.click(f"{tab}_generate")
-        return self.wait_for_job(before, tab)
+        return self.wait_for_job(marker, tab)
 
-    def job_summary(self, tab: str = "txt2img") -> str:
-        """The last job's summary line ("1 image in 0.4 s · saved 00003-77.png"): different for every job."""
+    def job_marker(self, tab: str = "txt2img") -> tuple[str, int]:
+        """Read before starting a job: the last job's summary ("1 image in 0.4 s · saved 00003-77.png", different
+        for every job) and how many error messages the page shows."""
         done = self.page.locator(f"#{tab}_progress .job-done")
-        return done.inner_text() if done.count() else ""
+        return (done.inner_text() if done.count() else ""), len(self.error_toasts())
 
-    def wait_for_job(self, before_summary: str, tab: str = "txt2img") -> str:
-        """Waits until a job started after `before_summary` was read has finished; returns the shown infotext."""
+    def wait_for_job(self, marker: tuple[str, int], tab: str = "txt2img") -> str:
+        """Waits until the job started after `marker` has finished; returns the shown infotext. A new error
+        message fails at once."""
+        summary, toasts = marker
         self.page.wait_for_function(
-            """([sel, before]) => {
+            """([sel, summary, toasts]) => {
               const d = document.querySelector(sel);
-              return (d && d.innerText !== before) || document.querySelector('.toast-body');
+              return (d && d.innerText !== summary) || document.querySelectorAll('.toast-body').length > toasts;
             }""",
-            arg=[f"#{tab}_progress .job-done", before_summary],
+            arg=[f"#{tab}_progress .job-done", summary, toasts],
             timeout=GENERATION_TIMEOUT_MS,
         )
-        assert not self.error_toasts(), f"the job failed: {self.error_toasts()}"
+        assert len(self.error_toasts()) == toasts, f"the job failed: {self.error_toasts()[toasts:]}"
         return self.infotext(tab)
 
     def infotext(self, tab: str = "txt2img") -> str:

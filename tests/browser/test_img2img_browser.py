@@ -138,7 +138,7 @@ def test_outpaint_in_one_click_extends_the_picture_and_keeps_it(open_page, pictu
     quick(studio, "inpaint")
     studio.page.get_by_text("Outpainting: extend the picture").click()
     studio.set_slider("outpaint_pixels", 32)
-    before = studio.job_summary("inpaint")
+    before = studio.job_marker("inpaint")
     studio.click("inpaint_outpaint")
     infotext = studio.wait_for_job(before, "inpaint")
 

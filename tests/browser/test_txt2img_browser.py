@@ -65,7 +65,7 @@ def test_interrupt_stops_a_long_run_and_the_ui_is_usable_at_once(open_page):
     quick_settings(studio, steps=150, size=512)
     studio.fill("txt2img_prompt", "a long job")
     studio.watch_job()
-    before = studio.job_summary()
+    before = studio.job_marker()
     studio.click("txt2img_generate")
     studio.page.wait_for_function("window.__trace.progress.length > 0", timeout=60_000)
 
@@ -108,7 +108,7 @@ def test_two_browsers_generating_at_once_each_get_their_own_result(open_page):
         quick_settings(studio, steps=8, size=256)
         studio.fill("txt2img_prompt", prompt)
         studio.fill("txt2img_seed", str(seed))
-    befores = [alice.job_summary(), bob.job_summary()]
+    befores = [alice.job_marker(), bob.job_marker()]
     alice.click("txt2img_generate")
     bob.click("txt2img_generate")
     alice_info = alice.wait_for_job(befores[0])

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         sd2_prediction=lambda: settings.sd2_prediction_type,
     )
     outputs_dir = resolve_folder(settings.outputs_dir, ROOT)
-    engine = Engine(models, OutputWriter(outputs_dir), policy)
+    engine = Engine(models, OutputWriter(outputs_dir, lambda: settings.save_control_maps), policy)
     served_folders = [str(outputs_dir)]  # Services adds a new output folder here when the Settings tab changes it
     services = Services(
         engine,

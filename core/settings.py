@@ -33,12 +33,14 @@ class Settings:
     default_cfg_scale: float = 7.0
     default_width: int = 512
     default_height: int = 512
+    controlnet_unit_count: int = 3  # ControlNet units shown in each tab (after a restart)
+    save_control_maps: bool = False  # save ControlNet's detected maps next to the images
 
     def validated(self) -> Settings:
         """Return self when every value is usable, else raise UserError listing each problem."""
         # The default generation values must make a valid request: one set of rules for both.
         from core.previews import PREVIEW_METHODS
-        from core.request import GenerationRequest
+        from core.request import MAX_CONTROLNET_UNITS, GenerationRequest
 
         problems = []
         if self.preview_method not in PREVIEW_METHODS:
@@ -47,6 +49,8 @@ class Settings:
             problems.append("Preview interval must be at least 1 step.")
         if not 1 <= self.model_cache_size <= MAX_MODEL_CACHE_SIZE:
             problems.append(f"Checkpoints kept loaded must be 1–{MAX_MODEL_CACHE_SIZE}, not {self.model_cache_size}.")
+        if not 1 <= self.controlnet_unit_count <= MAX_CONTROLNET_UNITS:
+            problems.append(f"ControlNet units must be 1–{MAX_CONTROLNET_UNITS}, not {self.controlnet_unit_count}.")
         if self.sd2_prediction_type not in SD2_PREDICTION_TYPES:
             problems.append(f"SD2 prediction type must be one of {', '.join(SD2_PREDICTION_TYPES)}.")
         for name, label in (("models_dir", "models"), ("outputs_dir", "output"), ("cache_dir", "cache")):

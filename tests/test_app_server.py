@@ -33,7 +33,13 @@ def txt2img_args(**changes):
         clip_skip=1,
     )
     values.update(changes)
-    return list(values.values())
+    return [*values.values(), *unused_controlnet_units()]
+
+
+def unused_controlnet_units(count: int = 3) -> list:
+    """The ControlNet unit widgets follow the tab's own in the endpoint's arguments, 14 per unit."""
+    unit = [False, None, "none", "None", 1, 0, 1, "Balanced", "Crop and Resize", False, 512, -1, -1, False]
+    return unit * count
 
 
 def test_generate_through_the_named_api_endpoint(server):

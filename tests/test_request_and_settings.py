@@ -47,3 +47,19 @@ def test_settings_file_with_bad_values_falls_back_to_defaults(tmp_path):
     assert loaded.default_steps == Settings().default_steps and loaded.preview_every_n_steps == 4
     path.write_text("{not json")
     assert Settings.load(path) == Settings()
+
+
+def test_settings_validation_lists_each_problem():
+    with pytest.raises(UserError) as info:
+        Settings(preview_method="Sometimes", default_steps=0, controlnet_unit_count=9, outputs_dir=" ").validated()
+    message = str(info.value)
+    assert "Unknown preview method 'Sometimes'" in message and "Sampling steps must be 1–150" in message
+    assert "ControlNet units must be 1–3" in message and "output folder must not be empty" in message
+    assert Settings().validated() == Settings()
+
+
+def test_settings_from_form_values_coerces_whole_floats_and_keeps_defaults_for_the_rest():
+    settings = Settings.from_values({"default_steps": 30.0, "default_cfg_scale": 5, "save_control_maps": True})
+    assert settings.default_steps == 30 and isinstance(settings.default_steps, int)
+    assert settings.default_cfg_scale == 5.0 and settings.save_control_maps is True
+    assert Settings.from_values({"default_steps": 7.5, "model_cache_size": True}) == Settings()

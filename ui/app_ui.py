@@ -14,7 +14,7 @@ from ui.send_to import connect_send_to
 from ui.services import Services
 from ui.settings_tab import build_settings_tab
 from ui.symbols import TOOLTIPS
-from ui.txt2img_tab import build_txt2img_tab
+from ui.txt2img_tab import build_prompt_tab, build_txt2img_tab
 
 CSS = """
 .tool-button { max-width: 2.75em; min-width: 2.75em !important; height: 2.75em; align-self: center; padding: 0;
@@ -62,7 +62,9 @@ def build_ui(services: Services) -> gr.Blocks:
                 img2img = build_img2img_tab(services, pickers)
             with gr.Tab("Inpaint", id="inpaint"):
                 inpaint = build_inpaint_tab(services, pickers)
-            generation_tabs = (txt2img, img2img, inpaint)
+            with gr.Tab("ControlNet", id="controlnet"):
+                controlnet = build_prompt_tab("controlnet", services, pickers, units_open=True)
+            generation_tabs = (txt2img, img2img, inpaint, controlnet)
             remembered.update({tab.mode: tab.remembered for tab in generation_tabs})
             with gr.Tab("Settings", id="settings"):
                 build_settings_tab(page, services, list(remembered))

@@ -12,6 +12,7 @@ from core.outputs import read_infotext
 from core.request import MAX_BATCH_COUNT, MAX_CLIP_SKIP, MAX_STEPS, GenerationRequest
 from core.samplers import SAMPLERS, SCHEDULE_TYPES
 from core.settings import Settings
+from ui.controlnet_units import take_units
 from ui.job_runner import run_job
 from ui.model_pickers import ModelPickers
 from ui.remembered import Remembered
@@ -160,10 +161,11 @@ def connect_generation(
         )
         if prepare:
             values_by_name = prepare(values_by_name)
+        values_by_name = take_units(values_by_name)
         job = GenerationRequest.from_dict(values_by_name)
         session = request.session_hash if request else "api"
         # A1111 saves inpainting with img2img (outputs/img2img-images); with no image the engine says so.
-        output_mode = "txt2img" if mode == "txt2img" else "img2img"
+        output_mode = "img2img" if mode in ("img2img", "inpaint") else "txt2img"
         for preview_image, progress_html, result in run_job(services, job, session, output_mode):
             if result is None:
                 shown = gr.update(value=preview_image, visible=True) if preview_image is not None else gr.skip()

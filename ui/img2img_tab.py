@@ -7,6 +7,7 @@ import gradio as gr
 from PIL import Image
 
 from core.request import RESIZE_MODES
+from ui.controlnet_units import build_controlnet_units
 from ui.generation_panel import (
     GenerationTab,
     build_prompt_row,
@@ -38,10 +39,11 @@ def build_img2img_tab(services: Services, pickers: ModelPickers) -> GenerationTa
             )
             extra = build_resize_controls(MODE)
             controls = build_sampling_controls(MODE, services.settings, denoising=True)
+            units = build_controlnet_units(MODE, services, has_input_image=True)
         with gr.Column(scale=1):
             results = build_result_panel(MODE)
     tab = GenerationTab(MODE, prompt_row, controls, results, image, {})
-    fields = {**tab.fields, "init_image": image, **extra}
+    fields = {**tab.fields, "init_image": image, **extra, **units}
     connect_generation(MODE, services, pickers, prompt_row, results, fields, prepare=apply_size_mode)
     connect_job_controls(services, prompt_row, controls, results)
     image.upload(

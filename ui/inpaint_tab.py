@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from core.request import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, MAX_MASK_BLUR, MAX_PADDING
+from ui.controlnet_units import build_controlnet_units
 from ui.generation_panel import (
     GenerationTab,
     build_prompt_row,
@@ -55,10 +56,11 @@ def build_inpaint_tab(services: Services, pickers: ModelPickers) -> GenerationTa
                 outpaint = gr.Button("Outpaint", variant="primary", elem_id="inpaint_outpaint")
             resize = build_resize_controls(MODE)
             controls = build_sampling_controls(MODE, services.settings, denoising=True)
+            units = build_controlnet_units(MODE, services, has_input_image=True)
         with gr.Column(scale=1):
             results = build_result_panel(MODE)
     tab = GenerationTab(MODE, prompt_row, controls, results, editor, {})
-    fields = {**tab.fields, "editor": editor, "mask_upload": mask_upload, **options, **resize}
+    fields = {**tab.fields, "editor": editor, "mask_upload": mask_upload, **options, **resize, **units}
     outpaint_fields = {**fields, "outpaint_sides": sides, "outpaint_pixels": pixels}
     connect_generation(MODE, services, pickers, prompt_row, results, fields, prepare=inpaint_values)
     connect_generation(

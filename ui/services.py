@@ -37,7 +37,11 @@ class SessionJobs:
 
 
 # Read once at start-up: changing them means rebuilding the registry and caches, so the Settings tab says so.
-RESTART_SETTINGS = {"models_dir": "Models folder", "cache_dir": "Cache folder"}
+RESTART_SETTINGS = {
+    "models_dir": "Models folder",
+    "cache_dir": "Cache folder",
+    "controlnet_unit_count": "Number of ControlNet units",
+}
 
 
 @dataclass
@@ -63,7 +67,7 @@ class Services:
         later = [label for name, label in RESTART_SETTINGS.items() if getattr(new, name) != getattr(old, name)]
         self.settings.update(asdict(new))
         self.settings.save(self.settings_path)
-        self.engine.outputs = OutputWriter(outputs)
+        self.engine.outputs = OutputWriter(outputs, self.engine.outputs.save_control_maps)
         if str(outputs) not in self.served_folders:
             # Gradio reads this list at each request, so the gallery can show images saved in the new folder.
             self.served_folders.append(str(outputs))

@@ -8,7 +8,7 @@ import gradio as gr
 
 from core.errors import UserError
 from core.previews import PREVIEW_METHODS
-from core.request import MAX_STEPS
+from core.request import MAX_CONTROLNET_UNITS, MAX_STEPS
 from core.samplers import SAMPLERS, SCHEDULE_TYPES
 from core.settings import MAX_MODEL_CACHE_SIZE, SD2_PREDICTION_TYPES, Settings
 from ui.model_pickers import checkpoint_choices
@@ -96,6 +96,18 @@ def _settings_widgets(services: Services) -> dict[str, gr.components.Component]:
                 value=s.sd2_prediction_type,
                 label="SD2.x checkpoints without a .yaml: prediction type",
                 elem_id="settings_sd2_prediction_type",
+            )
+            _section("ControlNet")
+            widgets["controlnet_unit_count"] = gr.Slider(
+                1,
+                MAX_CONTROLNET_UNITS,
+                value=s.controlnet_unit_count,
+                step=1,
+                label="ControlNet units in each tab (after a restart)",
+                elem_id="settings_controlnet_units",
+            )
+            widgets["save_control_maps"] = gr.Checkbox(
+                s.save_control_maps, label="Save detected maps next to the images", elem_id="settings_save_maps"
             )
             widgets["models_dir"] = gr.Textbox(
                 s.models_dir, label="Models folder (A1111 layout; after a restart)", elem_id="settings_models_dir"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ui.controlnet_units import build_controlnet_units
 from ui.generation_panel import (
     GenerationTab,
     build_prompt_row,
@@ -20,14 +21,23 @@ MODE = "txt2img"
 
 
 def build_txt2img_tab(services: Services, pickers: ModelPickers) -> GenerationTab:
-    prompt_row = build_prompt_row(MODE)
+    return build_prompt_tab(MODE, services, pickers)
+
+
+def build_prompt_tab(mode: str, services: Services, pickers: ModelPickers, *, units_open: bool = False):
+    """A tab that generates from a prompt: txt2img, and the ControlNet tab (the same with its units open)."""
+    prompt_row = build_prompt_row(mode)
     with gr.Row():
         with gr.Column(scale=1):
-            controls = build_sampling_controls(MODE, services.settings)
+            if units_open:
+                units = build_controlnet_units(mode, services, has_input_image=False, open=True)
+            controls = build_sampling_controls(mode, services.settings)
+            if not units_open:
+                units = build_controlnet_units(mode, services, has_input_image=False)
         with gr.Column(scale=1):
-            results = build_result_panel(MODE)
-    tab = GenerationTab(MODE, prompt_row, controls, results, None, {})
-    connect_generation(MODE, services, pickers, prompt_row, results, tab.fields)
+            results = build_result_panel(mode)
+    tab = GenerationTab(mode, prompt_row, controls, results, None, {})
+    connect_generation(mode, services, pickers, prompt_row, results, {**tab.fields, **units})
     connect_job_controls(services, prompt_row, controls, results)
     tab.remembered.update(remembered_values(tab.fields, services.settings))
     return tab

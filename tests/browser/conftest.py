@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, sync_playwright
 
 from tests.app_server import ROOT, RunningApp, running_app
 from tests.browser.studio_page import StudioPage
-from tests.fixtures.tiny_models import write_checkpoint
+from tests.fixtures.tiny_models import write_checkpoint, write_controlnet
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Headless as root, and never reaching out to the internet (see shared/ENVIRONMENT.md).
@@ -49,9 +49,10 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="session")
 def browser_models(tmp_path_factory) -> Path:
-    """A tiny SD1 checkpoint, and a broken file that looks like one."""
+    """A tiny SD1 checkpoint and a ControlNet for it, and a broken file that looks like a checkpoint."""
     root = tmp_path_factory.mktemp("browser-models")
     write_checkpoint(root / "Stable-diffusion" / "tiny-sd1.safetensors", "SD1")
+    write_controlnet(root / "ControlNet" / "tiny-sd1-canny.safetensors", "SD1")
     (root / "Stable-diffusion" / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json" * 4)
     return root
 

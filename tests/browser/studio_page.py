@@ -11,7 +11,7 @@ from PIL import Image
 from playwright.sync_api import ConsoleMessage, Page, expect
 
 GENERATION_TIMEOUT_MS = 120_000
-RESTORED_SCOPES = ("models", "txt2img", "img2img", "inpaint")
+RESTORED_SCOPES = ("models", "txt2img", "img2img", "inpaint", "controlnet")
 
 
 class StudioPage:

@@ -8,7 +8,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-TABS = ("txt2img", "img2img", "Inpaint", "Settings")
+TABS = ("txt2img", "img2img", "Inpaint", "ControlNet", "Settings")
 
 
 def luminance(css_color: str) -> float:
@@ -26,7 +26,7 @@ def test_laptop_layout_without_horizontal_scrolling(open_page, artifacts, scheme
     studio.fill("txt2img_prompt", "a screenshot")
     studio.generate()
     for tab in TABS:
-        page.get_by_role("tab", name=tab).click()
+        page.get_by_role("tab", name=tab, exact=True).click()
         page.screenshot(path=str(artifacts / f"{scheme}-{tab}.png"), full_page=True)
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"{tab} scrolls sideways by {overflow} px at 1366x768"

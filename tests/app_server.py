@@ -4,7 +4,9 @@ tests)."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+PR_SET_PDEATHSIG = 1  # prctl option: a signal for the child when its parent dies
 
 
 def free_port() -> int:
@@ -72,7 +75,7 @@ def running_app(
     if not config.exists():  # keep the hash cache and browser-state key out of the project's own cache folder
         config.write_text(json.dumps({"cache_dir": str(work / "cache")}))
     with open(work / "server.log", "a") as log:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         app = RunningApp(f"http://127.0.0.1:{port}/", port, work, process)
         try:
             _wait_for_port(app, port, timeout)
@@ -84,6 +87,13 @@ def running_app(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if the test process is killed before its cleanup can run."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _wait_for_port(app: RunningApp, port: int, timeout: float) -> None:

@@ -11,6 +11,7 @@ from core.errors import UserError
 from core.preprocessors import PREPROCESSORS, Slider
 from core.request import CONTROL_MODES, CONTROL_RESIZE_MODES, MAX_CONTROL_WEIGHT, ControlNetUnit
 from ui.services import Services
+from ui.symbols import REFRESH
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ def _build_unit(mode: str, index: int, services: Services, has_input_image: bool
     with gr.Row(equal_height=True):
         module = gr.Dropdown(list(PREPROCESSORS), value="none", label="Preprocessor", elem_id=f"{prefix}_module")
         model = gr.Dropdown(controlnet_choices(services), value="None", label="Model", elem_id=f"{prefix}_model")
+        refresh = gr.Button(REFRESH, scale=0, min_width=40, elem_classes="tool-button", elem_id=f"{prefix}_refresh")
     preview = gr.Button("Preview the preprocessor's map", size="sm", elem_id=f"{prefix}_preview")
     weight = gr.Slider(0, MAX_CONTROL_WEIGHT, value=1, step=0.05, label="Control Weight", elem_id=f"{prefix}_weight")
     with gr.Row():
@@ -90,6 +92,7 @@ def _build_unit(mode: str, index: int, services: Services, has_input_image: bool
         enabled, image, module, model, weight, start, end, control_mode, resize_mode, pixel_perfect, resolution,
         threshold_a, threshold_b, use_input_image,
     )  # fmt: skip
+    refresh.click(lambda: gr.update(choices=controlnet_choices(services)), outputs=model, api_name=False)
     module.change(_preprocessor_sliders, inputs=module, outputs=[resolution, threshold_a, threshold_b], api_name=False)
     image.upload(lambda: True, outputs=enabled, api_name=False)  # as the extension: a new image enables the unit
 

@@ -137,23 +137,8 @@ def _slider_update(slider: Slider | None):
 
 
 def unit_from_values(values: dict) -> ControlNetUnit:
-    """A ControlNetUnit from one unit's widget values (labels are turned into the request's indexes)."""
-    return ControlNetUnit(
-        enabled=bool(values["enabled"]),
-        image=values["image"],
-        module=values["module"],
-        model=values["model"] or "None",
-        weight=float(values["weight"]),
-        resize_mode=CONTROL_RESIZE_MODES.index(values["resize_mode"]),
-        processor_res=int(values["processor_res"]),
-        threshold_a=float(values["threshold_a"] if values["threshold_a"] is not None else -1),
-        threshold_b=float(values["threshold_b"] if values["threshold_b"] is not None else -1),
-        guidance_start=float(values["guidance_start"]),
-        guidance_end=float(values["guidance_end"]),
-        pixel_perfect=bool(values["pixel_perfect"]),
-        control_mode=CONTROL_MODES.index(values["control_mode"]),
-        use_input_image=bool(values["use_input_image"]),
-    )
+    """A ControlNetUnit from one unit's widget values (the request's own coercion: labels or indexes, numbers)."""
+    return ControlNetUnit.from_dict({name: value for name, value in values.items() if value is not None})
 
 
 def take_units(values: dict) -> dict:

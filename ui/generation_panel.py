@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from core.errors import UserError
 from core.outputs import read_infotext
 from core.request import MAX_BATCH_COUNT, MAX_CLIP_SKIP, MAX_STEPS, GenerationRequest
 from core.samplers import SAMPLERS, SCHEDULE_TYPES
@@ -159,10 +160,12 @@ def connect_generation(
         values_by_name.update(
             preview_method=settings.preview_method, preview_every_n_steps=settings.preview_every_n_steps
         )
-        if prepare:
-            values_by_name = prepare(values_by_name)
-        values_by_name = take_units(values_by_name)
-        job = GenerationRequest.from_dict(values_by_name)
+        try:
+            if prepare:
+                values_by_name = prepare(values_by_name)
+            job = GenerationRequest.from_dict(take_units(values_by_name))
+        except UserError as exc:  # a value the request cannot take: say which, as the engine's own checks do
+            raise gr.Error(str(exc), duration=None) from exc
         session = request.session_hash if request else "api"
         # A1111 saves inpainting with img2img (outputs/img2img-images); with no image the engine says so.
         output_mode = "img2img" if mode in ("img2img", "inpaint") else "txt2img"

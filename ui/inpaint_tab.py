@@ -122,11 +122,16 @@ def drawn_mask(value) -> Image.Image | None:
     return Image.fromarray(np.where(alpha > 0, 255, 0).astype(np.uint8), "L") if alpha.any() else None
 
 
-def inpaint_values(values: dict) -> dict:
-    """The image from the editor; the mask from an uploaded mask, else from the strokes."""
+def _take_image_and_mask(values: dict) -> dict:
+    """The image from the editor; the mask from an uploaded mask, else from the strokes (None when neither)."""
     editor, uploaded = values.pop("editor", None), values.pop("mask_upload", None)
     values["init_image"] = editor_background(editor)
     values["mask"] = uploaded if isinstance(uploaded, Image.Image) else drawn_mask(editor)
+    return values
+
+
+def inpaint_values(values: dict) -> dict:
+    values = _take_image_and_mask(values)
     if values["init_image"] is not None and values["mask"] is None:
         raise gr.Error("No mask: draw over the part of the image to repaint, or upload a mask.", duration=None)
     return apply_size_mode(values)
@@ -137,8 +142,6 @@ def outpaint_values(values: dict) -> dict:
     sides, pixels = values.pop("outpaint_sides", None) or [], int(values.pop("outpaint_pixels", 0) or 0)
     if not sides:
         raise gr.Error("Choose at least one side to extend.", duration=None)
-    editor, uploaded = values.pop("editor", None), values.pop("mask_upload", None)
-    values["init_image"] = editor_background(editor)
-    values["mask"] = uploaded if isinstance(uploaded, Image.Image) else drawn_mask(editor)
+    values = _take_image_and_mask(values)
     values.update({OUTPAINT_SIDES[side]: pixels for side in sides if side in OUTPAINT_SIDES})
     return apply_size_mode(values)

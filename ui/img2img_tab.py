@@ -46,13 +46,7 @@ def build_img2img_tab(services: Services, pickers: ModelPickers) -> GenerationTa
     fields = {**tab.fields, "init_image": image, **extra, **units}
     connect_generation(MODE, services, pickers, prompt_row, results, fields, prepare=apply_size_mode)
     connect_job_controls(services, prompt_row, controls, results)
-    image.upload(
-        size_of,
-        inputs=image,
-        outputs=[controls.fields["width"], controls.fields["height"]],
-        show_progress="hidden",
-        api_name=False,
-    )
+    follow_image_size(image, controls.fields, lambda value: value)
     tab.remembered.update(remembered_values({**tab.fields, **extra}, services.settings))
     return tab
 
@@ -76,6 +70,18 @@ def apply_size_mode(values: dict) -> dict:
         values["height"] = max(64, int(image.height * scale) // 8 * 8)
     values.pop("scale_by", None)
     return values
+
+
+def follow_image_size(component: gr.components.Component, sampling: dict, image_of) -> None:
+    """An upload into `component` sets the tab's width and height to the image's size (`image_of` reads the
+    picture from the component's value)."""
+    component.upload(
+        lambda value: size_of(image_of(value)),
+        inputs=component,
+        outputs=[sampling["width"], sampling["height"]],
+        show_progress="hidden",
+        api_name=False,
+    )
 
 
 def size_of(image: Image.Image | None):

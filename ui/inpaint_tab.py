@@ -18,7 +18,7 @@ from ui.generation_panel import (
     connect_job_controls,
     remembered_values,
 )
-from ui.img2img_tab import apply_size_mode, build_resize_controls, size_of
+from ui.img2img_tab import apply_size_mode, build_resize_controls, follow_image_size
 from ui.model_pickers import ModelPickers
 from ui.services import Services
 
@@ -75,13 +75,7 @@ def build_inpaint_tab(services: Services, pickers: ModelPickers) -> GenerationTa
         api_name="outpaint",
     )
     connect_job_controls(services, prompt_row, controls, results)
-    editor.upload(
-        lambda value: size_of(editor_background(value)),
-        inputs=editor,
-        outputs=[controls.fields["width"], controls.fields["height"]],
-        show_progress="hidden",
-        api_name=False,
-    )
+    follow_image_size(editor, controls.fields, editor_background)
     remembered = remembered_values({**tab.fields, **options, **resize, "outpaint_pixels": pixels}, services.settings)
     tab.remembered.update(remembered)
     return tab

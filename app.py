@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--config", type=Path, default=ROOT / "config.json", help="settings file (default ./config.json)"
     )
+    parser.add_argument(
+        "--styles-file", type=Path, default=ROOT / "styles.csv", help="saved prompt styles (default ./styles.csv)"
+    )
     return parser.parse_args(argv)
 
 
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     from core.outputs import OutputWriter
     from core.registry import HashCache, ModelRegistry
     from core.settings import Settings, resolve_folder
+    from core.styles import StyleLibrary
     from ui.app_ui import CSS, JS, build_ui
     from ui.remembered import load_or_create_secret
     from ui.services import Services
@@ -93,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
         sd2_prediction=lambda: settings.sd2_prediction_type,
     )
     outputs_dir = resolve_folder(settings.outputs_dir, ROOT)
-    engine = Engine(models, OutputWriter(outputs_dir, lambda: settings.save_control_maps), policy)
+    outputs = OutputWriter(outputs_dir, lambda: settings.save_control_maps)
+    engine = Engine(models, outputs, policy, StyleLibrary(args.styles_file))
     served_folders = [str(outputs_dir)]  # Services adds a new output folder here when the Settings tab changes it
     services = Services(
         engine,

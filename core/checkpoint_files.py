@@ -47,9 +47,14 @@ def load_state_dict(path: Path) -> StateDict:
     raise UserError(f"{path.name}: unsupported file type {suffix!r}; use .safetensors (or .ckpt/.pt/.pth/.bin).")
 
 
-def _load_pickle(path: Path) -> StateDict:
+def load_pickle_object(path: Path) -> object:
+    """What a pickled weight file holds (nested dicts of tensors, as textual-inversion .pt files are), read with
+    torch's weights-only loader: a pickle that would run code is refused with a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Model file not found: {path}")
     try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except pickle.UnpicklingError as exc:
         # torch names the offending callable on a line like "Unsupported global: GLOBAL posix.system".
         lines = str(exc).splitlines()
@@ -60,6 +65,10 @@ def _load_pickle(path: Path) -> StateDict:
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise _corrupt(path, exc) from exc
+
+
+def _load_pickle(path: Path) -> StateDict:
+    data = load_pickle_object(path)
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
     if not isinstance(data, dict) or not data:

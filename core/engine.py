@@ -12,19 +12,23 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from core.conditioning import JobPrompts, encode_job_prompts
 from core.controlnet import Control, control_map, controllable, run_preprocessor
 from core.devices import DevicePolicy, is_out_of_memory, release_memory
+from core.embeddings import EmbeddingLibrary
 from core.errors import UserError
 from core.events import Event, EventChannel, GeneratedImage, JobControl, Notice, Progress, Result
 from core.families import Family
 from core.image_inputs import PreparedImage, prepare_image
 from core.infotext import build_infotext, controlnet_params
 from core.jobs import Job, make_job, with_controlnet
+from core.lora import LoraLibrary, lora_uses
 from core.model_cache import ActiveModel, ModelCache
 from core.outputs import OutputWriter
 from core.previews import DenoisedTracker, make_previewer
 from core.request import ControlNetUnit, GenerationRequest
 from core.samplers import make_scheduler
+from core.styles import StyleLibrary
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +55,15 @@ class _Clock:
 class Engine:
     """The generation engine. `run()` is a generator of events; the GPU work happens on a worker thread."""
 
-    def __init__(self, models: ModelCache, outputs: OutputWriter, policy: DevicePolicy):
+    def __init__(
+        self, models: ModelCache, outputs: OutputWriter, policy: DevicePolicy, styles: StyleLibrary | None = None
+    ):
         self.models = models
         self.outputs = outputs
         self.policy = policy
+        self.styles = styles
+        self.embeddings = EmbeddingLibrary(models.registry)
+        self.loras = LoraLibrary(models.registry)
         self._device_lock = threading.Lock()  # one job at a time per device, whoever asks
 
     def run(
@@ -65,7 +74,7 @@ class Engine:
         `mode` names the outputs folder as A1111 does ("txt2img", "img2img"); by default the request's own
         (img2img when it has an init image; inpainting is saved with img2img, as in A1111).
         """
-        request = request.validated()
+        request = self._with_styles(request.validated())
         if mode == "img2img" and request.init_image is None:
             raise UserError("No image: upload the picture to start from.")
         mode = request.mode if mode in (None, "txt2img", "img2img") else mode
@@ -79,6 +88,16 @@ class Engine:
             # A consumer that goes away (closed browser tab) must not leave the GPU busy.
             if worker.is_alive():
                 control.interrupt()
+
+    def _with_styles(self, request: GenerationRequest) -> GenerationRequest:
+        """The prompts with the request's styles applied, as A1111 writes them in the infotext (which also names
+        the styles, so "paste" can take them out again)."""
+        if not request.styles:
+            return request
+        if self.styles is None:
+            raise UserError("Styles are not available here (no styles.csv).")
+        prompt, negative_prompt = self.styles.apply(request.prompt, request.negative_prompt, request.styles)
+        return request.with_changes(prompt=prompt, negative_prompt=negative_prompt)
 
     def generate(self, request: GenerationRequest, control: JobControl | None = None) -> Result:
         """Run to completion and return the Result (for scripts, tests and the API)."""
@@ -116,20 +135,30 @@ class Engine:
             return Result([], interrupted=True)
         prepared = self._prepare(request, channel)
         maps = self._control_maps(request, prepared)
+        uses = lora_uses(request.prompt, request.negative_prompt)
         active = self.models.activate(request.checkpoint, request.vae)
+        # Set for every job, so a job without LoRAs runs the plain checkpoint whatever the last job used.
+        loras = self.loras.apply(active.loaded, uses)
+        for notice in loras.notices:
+            channel.put(Notice(notice))
         controls = self._controls(request, active, maps)
         job = self._job(request, active, prepared, controls, channel)
         titles = {i: self.models.controlnet_title(unit.model) for i, unit in request.enabled_units}
-        extra = controlnet_params(request, titles)
+        extra = {**controlnet_params(request, titles), **loras.infotext}
         seed = resolve_seed(request.seed)
         clock = _Clock(time.perf_counter(), request.n_iter)
         images: list[GeneratedImage] = []
         try:
+            prompts, ti_hashes = self._encode_prompts(request, active.loaded, channel)
+            if ti_hashes:
+                extra = {**extra, "TI hashes": ti_hashes}
             for batch in range(request.n_iter):
                 if control.interrupted:
                     break
                 seeds = [seed + batch * request.batch_size + i for i in range(request.batch_size)]
-                pil_images = self._run_batch(request, job, active.loaded, seeds, batch, control, channel, clock)
+                pil_images = self._run_batch(
+                    request, job, active.loaded, prompts, seeds, batch, control, channel, clock
+                )
                 control.take_skip()
                 for image, image_seed in zip(pil_images, seeds, strict=True):
                     infotext = build_infotext(
@@ -192,7 +221,29 @@ class Engine:
             channel.put(Notice(notice))
         return prepared
 
-    def _run_batch(self, request, job: Job, loaded, seeds, batch, control, channel, clock) -> list[Image.Image]:
+    def _encode_prompts(
+        self, request: GenerationRequest, loaded, channel: EventChannel
+    ) -> tuple[JobPrompts, str | None]:
+        """Both prompts' conditionings for the whole job (with the checkpoint's embeddings), and the TI hashes of the
+        embeddings used. An embedding that does not fit the checkpoint is a Notice; its name is read as words."""
+        embeddings = self.embeddings.for_checkpoint(loaded)
+        prompts = encode_job_prompts(
+            loaded.pipeline,
+            loaded.family,
+            request.prompt,
+            request.negative_prompt,
+            request.steps,
+            request.clip_skip,
+            embeddings,
+            embeddings.skipped,
+        )
+        for notice in prompts.notices:
+            channel.put(Notice(notice))
+        return prompts, self.embeddings.ti_hashes(prompts.embeddings_used, embeddings)
+
+    def _run_batch(
+        self, request, job: Job, loaded, prompts: JobPrompts, seeds, batch, control, channel, clock
+    ) -> list[Image.Image]:
         """One pipeline call for the batch's seeds, the same for every task: sampler, progress, previews, stop."""
         if job.unchanged is not None:
             return [job.unchanged.copy() for _ in seeds]
@@ -201,16 +252,15 @@ class Engine:
         if hasattr(pipe.scheduler, "noise_sampler_seed"):
             # DPM++ SDE draws Brownian noise from its own seed; tie it to the image seed for reproducibility.
             pipe.scheduler.noise_sampler_seed = seeds[0]
-        on_step_end = _step_callback(request, pipe, loaded.family, batch, control, channel, clock)
+        on_step_end = _step_callback(request, pipe, loaded.family, prompts, batch, control, channel, clock)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         kwargs = dict(
-            prompt=[request.prompt] * len(seeds),
-            negative_prompt=[request.negative_prompt] * len(seeds),
+            **prompts.pipeline_inputs(len(seeds)),  # our own encoding (A1111's chunks, weights, clip skip)
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
             generator=generators,
-            clip_skip=request.clip_skip - 1 or None,  # A1111 counts the last layer as 1; diffusers counts skips
             callback_on_step_end=on_step_end,
+            callback_on_step_end_tensor_inputs=["latents", *prompts.callback_inputs()],
             output_type="pil",
         )
         with torch.inference_mode():
@@ -219,8 +269,11 @@ class Engine:
         return [job.finish(image) for image in images]
 
 
-def _step_callback(request: GenerationRequest, pipe, family: Family, batch, control, channel, clock):
-    """diffusers' callback_on_step_end: Progress with an occasional preview, and the stop flag checked each step."""
+def _step_callback(
+    request: GenerationRequest, pipe, family: Family, prompts: JobPrompts, batch, control, channel, clock
+):
+    """diffusers' callback_on_step_end: Progress with an occasional preview, the stop flag checked each step, and
+    the prompt's conditioning for the next step where prompt editing or alternation changes it."""
     tracker = DenoisedTracker(pipe.scheduler)
     previewer = make_previewer(request.preview_method, pipe, family)
 
@@ -244,6 +297,8 @@ def _step_callback(request: GenerationRequest, pipe, family: Family, batch, cont
                 preview=preview,
             )
         )
+        if prompts.changes_over_steps:
+            tensors.update(prompts.tensors_for_step(i + 1, tensors, pipeline.do_classifier_free_guidance))
         return tensors
 
     return on_step_end

@@ -93,6 +93,8 @@ def generation_params(
         # A1111 writes it for img2img (and hires fix, through `extra`); txt2img requests leave it out.
         "Denoising strength": request.denoising_strength if request.init_image is not None else None,
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
+        # The prompts above have these styles applied (as A1111 writes them); naming them lets "paste" undo that.
+        "Styles": ", ".join(request.styles) or None,
     }
     params.update(inpaint_params(request))
     params.update(extra or {})

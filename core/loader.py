@@ -288,11 +288,6 @@ def _place(loaded: LoadedCheckpoint, policy: DevicePolicy) -> None:
             module.to(policy.device, policy.dtype)
     if pipe.vae is not None:
         place_vae(pipe.vae, loaded.family, policy)
-    encoder = pipe.text_encoder
-    if not hasattr(encoder, "text_model"):
-        # diffusers 0.42's SD pipelines reach `text_encoder.text_model.final_layer_norm` for clip skip, but
-        # transformers 5's CLIPTextModel *is* the text transformer. Alias it outside _modules (no cycle).
-        object.__setattr__(encoder, "text_model", encoder)
     pipe.set_progress_bar_config(disable=True)
 
 

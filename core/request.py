@@ -129,6 +129,7 @@ class GenerationRequest:
 
     prompt: str = ""
     negative_prompt: str = ""
+    styles: tuple[str, ...] = ()  # names from styles.csv, applied to both prompts in this order
     checkpoint: str = ""  # a name from the models registry, e.g. "sd15/dreamshaper.safetensors"
     vae: str = "Automatic"  # "Automatic", "None", or a name from models/VAE
     sampler_name: str = "DPM++ 2M"
@@ -321,6 +322,8 @@ def _coerce(key: str, kind: str, value: Any, choices: Mapping[str, tuple[str, tu
             return _to_bool(value)
         if "Image" in kind:
             return to_image(value, key)
+        if kind.startswith("tuple[str"):
+            return (value,) if isinstance(value, str) else tuple(str(item) for item in value)
         return str(value)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{key} must be a number, not {value!r}.") from exc

@@ -67,6 +67,8 @@ def running_app(
         *(["--outputs-dir", str(work / "outputs")] if outputs_flag else []),
         "--config",
         str(work / "config.json"),
+        "--styles-file",
+        str(work / "styles.csv"),
         "--device",
         "cpu",
         *extra_args,

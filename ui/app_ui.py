@@ -27,6 +27,10 @@ CSS = """
 .job-progress-text { position: relative; padding: 0 .5em; font-size: var(--text-sm); line-height: 1.6em; }
 .job-notice { font-size: var(--text-sm); color: var(--body-text-color-subdued); }
 .job-done { font-size: var(--text-sm); }
+.token-counter { text-align: right; font-size: var(--text-xs); color: var(--body-text-color-subdued);
+  margin: calc(-1 * var(--layout-gap) - 1.7em) .9em 0 0 !important; min-height: 0; z-index: 1;
+  pointer-events: none; }
+.token-counter .progress-text, .token-counter .timer { display: none; }
 """
 
 # A1111's habit: Ctrl+Enter (Cmd+Enter) in a prompt box presses that tab's Generate button.
@@ -69,8 +73,9 @@ def build_ui(services: Services) -> gr.Blocks:
             with gr.Tab("Settings", id="settings"):
                 build_settings_tab(page, services, list(remembered))
         for source in generation_tabs:
-            connect_send_to(source, img2img, source.results.send_to_img2img, tabs)
-            connect_send_to(source, inpaint, source.results.send_to_inpaint, tabs)
+            styles = services.engine.styles
+            connect_send_to(source, img2img, source.results.send_to_img2img, tabs, styles)
+            connect_send_to(source, inpaint, source.results.send_to_inpaint, tabs, styles)
         for scope, fields in remembered.items():
             remember_values(page, scope, fields, services.ui_secret)
     return page

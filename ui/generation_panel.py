@@ -16,6 +16,8 @@ from core.settings import Settings
 from ui.controlnet_units import take_units
 from ui.job_runner import run_job
 from ui.model_pickers import ModelPickers
+from ui.network_browser import build_network_browser
+from ui.prompt_tools import build_style_picker, connect_style_picker, token_counter
 from ui.remembered import Remembered
 from ui.services import Services
 from ui.symbols import RANDOM_SEED, REUSE_SEED
@@ -32,21 +34,30 @@ class PromptRow:
     generate: gr.Button
     interrupt: gr.Button
     skip: gr.Button
+    styles: gr.Dropdown
 
 
-def build_prompt_row(mode: str) -> PromptRow:
+def build_prompt_row(mode: str, services: Services) -> PromptRow:
+    """Prompt and negative prompt with token counters, Generate/Interrupt/Skip, styles, and the LoRA/embedding
+    browser below, as A1111 lays them out."""
+    styles = services.engine.styles
     with gr.Row():
         with gr.Column(scale=5):
             prompt = gr.Textbox(
                 label="Prompt", lines=3, placeholder="Prompt (Ctrl+Enter to generate)", elem_id=f"{mode}_prompt"
             )
+            token_counter(prompt, f"{mode}_token_counter")
             negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{mode}_neg_prompt")
+            token_counter(negative, f"{mode}_negative_token_counter")
         with gr.Column(scale=1, min_width=160):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{mode}_generate")
             with gr.Row():
                 interrupt = gr.Button("Interrupt", elem_id=f"{mode}_interrupt", min_width=60)
                 skip = gr.Button("Skip", elem_id=f"{mode}_skip", min_width=60)
-    return PromptRow(prompt, negative, generate, interrupt, skip)
+            picker = build_style_picker(mode, styles)
+    connect_style_picker(picker, styles, prompt, negative)
+    build_network_browser(mode, services.registry, prompt)
+    return PromptRow(prompt, negative, generate, interrupt, skip, picker.dropdown)
 
 
 @dataclass(frozen=True)
@@ -133,7 +144,8 @@ class GenerationTab:
 
     @property
     def fields(self) -> dict[str, gr.components.Component]:
-        return {"prompt": self.prompt_row.prompt, "negative_prompt": self.prompt_row.negative, **self.controls.fields}
+        row = self.prompt_row
+        return {"prompt": row.prompt, "negative_prompt": row.negative, "styles": row.styles, **self.controls.fields}
 
 
 def connect_generation(
@@ -227,8 +239,9 @@ def _select_image(evt: gr.SelectData):
         return gr.skip(), gr.skip()
 
 
-def remembered_values(tab_fields: dict[str, gr.components.Component], settings: Settings) -> dict[str, Remembered]:
+def remembered_values(tab_fields: dict[str, gr.components.Component], services: Services) -> dict[str, Remembered]:
     """Every widget but the seed is remembered; defaults come from the settings when the page loads."""
+    settings, styles = services.settings, services.engine.styles
     defaults: dict[str, Callable[[], object]] = {
         "sampler_name": lambda: settings.default_sampler,
         "scheduler": lambda: settings.default_schedule_type,
@@ -242,5 +255,8 @@ def remembered_values(tab_fields: dict[str, gr.components.Component], settings: 
         if name == "seed" or isinstance(component, gr.Image | gr.ImageEditor | gr.State):
             continue
         initial = component.value
+        if name == "styles":  # styles.csv may change while the server runs: check against its current names
+            remembered[name] = Remembered(component, list, styles.names if styles else list)
+            continue
         remembered[name] = Remembered(component, defaults.get(name, lambda initial=initial: initial))
     return remembered

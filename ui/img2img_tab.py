@@ -26,7 +26,7 @@ MAX_SLIDER_SIDE = 2048
 
 
 def build_img2img_tab(services: Services, pickers: ModelPickers) -> GenerationTab:
-    prompt_row = build_prompt_row(MODE)
+    prompt_row = build_prompt_row(MODE, services)
     with gr.Row():
         with gr.Column(scale=1):
             image = gr.Image(
@@ -47,7 +47,7 @@ def build_img2img_tab(services: Services, pickers: ModelPickers) -> GenerationTa
     connect_generation(MODE, services, pickers, prompt_row, results, fields, prepare=apply_size_mode)
     connect_job_controls(services, prompt_row, controls, results)
     follow_image_size(image, controls.fields, lambda value: value)
-    tab.remembered.update(remembered_values({**tab.fields, **extra}, services.settings))
+    tab.remembered.update(remembered_values({**tab.fields, **extra}, services))
     return tab
 
 

@@ -27,7 +27,7 @@ OUTPAINT_SIDES = {"left": "outpaint_left", "right": "outpaint_right", "up": "out
 
 
 def build_inpaint_tab(services: Services, pickers: ModelPickers) -> GenerationTab:
-    prompt_row = build_prompt_row(MODE)
+    prompt_row = build_prompt_row(MODE, services)
     with gr.Row():
         with gr.Column(scale=1):
             editor = gr.ImageEditor(
@@ -76,7 +76,7 @@ def build_inpaint_tab(services: Services, pickers: ModelPickers) -> GenerationTa
     )
     connect_job_controls(services, prompt_row, controls, results)
     follow_image_size(editor, controls.fields, editor_background)
-    remembered = remembered_values({**tab.fields, **options, **resize, "outpaint_pixels": pixels}, services.settings)
+    remembered = remembered_values({**tab.fields, **options, **resize, "outpaint_pixels": pixels}, services)
     tab.remembered.update(remembered)
     return tab
 

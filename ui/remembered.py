@@ -82,6 +82,8 @@ def _valid(component: gr.components.Component, value: Any, choices: list | None)
         return False
     if isinstance(component, gr.Dropdown):
         values = [c[1] if isinstance(c, tuple | list) else c for c in choices or []]
+        if component.multiselect:  # every chosen item must still exist (a style deleted from styles.csv)
+            return isinstance(value, list) and all(item in values for item in value)
         return value in values
     if isinstance(component, gr.Slider):
         return isinstance(value, int | float) and component.minimum <= value <= component.maximum

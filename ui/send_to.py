@@ -6,9 +6,9 @@ from __future__ import annotations
 import gradio as gr
 from PIL import Image
 
-from core.infotext import request_fields
 from core.outputs import read_infotext
 from core.request import GenerationRequest
+from core.styles import StyleLibrary, pasted_fields
 from ui.generation_panel import GenerationTab
 
 # What A1111 pastes from an image's infotext into the receiving tab.
@@ -23,10 +23,13 @@ SENT_FIELDS = (
     "width",
     "height",
     "clip_skip",
+    "styles",
 )
 
 
-def connect_send_to(source: GenerationTab, target: GenerationTab, button: gr.Button, tabs: gr.Tabs) -> None:
+def connect_send_to(
+    source: GenerationTab, target: GenerationTab, button: gr.Button, tabs: gr.Tabs, styles: StyleLibrary | None
+) -> None:
     names = [name for name in SENT_FIELDS if name in target.fields]
     outputs = [target.image_input, *(target.fields[name] for name in names), tabs]
 
@@ -36,12 +39,16 @@ def connect_send_to(source: GenerationTab, target: GenerationTab, button: gr.But
         try:
             with Image.open(path) as opened:
                 image = opened.convert("RGB")
-            parsed = request_fields(read_infotext(path) or "")
+            parsed = pasted_fields(read_infotext(path) or "", styles)
         except OSError as exc:
             raise gr.Error("That image is no longer on disk; generate it again.") from exc
         typed = GenerationRequest.from_dict(parsed)  # the infotext's text values as numbers where numbers belong
-        values = [getattr(typed, name) if name in parsed else gr.skip() for name in names]
+        values = [_widget_value(getattr(typed, name)) if name in parsed else gr.skip() for name in names]
         sent = {"background": image, "layers": [], "composite": image} if target.mode == "inpaint" else image
         return [sent, *values, gr.Tabs(selected=target.mode)]
 
     button.click(send, inputs=source.results.selected, outputs=outputs, api_name=False)
+
+
+def _widget_value(value):
+    return list(value) if isinstance(value, tuple) else value  # a multiselect dropdown takes a list

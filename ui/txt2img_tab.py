@@ -26,7 +26,7 @@ def build_txt2img_tab(services: Services, pickers: ModelPickers) -> GenerationTa
 
 def build_prompt_tab(mode: str, services: Services, pickers: ModelPickers, *, units_open: bool = False):
     """A tab that generates from a prompt: txt2img, and the ControlNet tab (the same with its units open)."""
-    prompt_row = build_prompt_row(mode)
+    prompt_row = build_prompt_row(mode, services)
     with gr.Row():
         with gr.Column(scale=1):
             if units_open:
@@ -39,5 +39,5 @@ def build_prompt_tab(mode: str, services: Services, pickers: ModelPickers, *, un
     tab = GenerationTab(mode, prompt_row, controls, results, None, {})
     connect_generation(mode, services, pickers, prompt_row, results, {**tab.fields, **units})
     connect_job_controls(services, prompt_row, controls, results)
-    tab.remembered.update(remembered_values(tab.fields, services.settings))
+    tab.remembered.update(remembered_values(tab.fields, services))
     return tab

@@ -73,6 +73,16 @@ class StudioPage:
         (exact if exact.count() else prefix).first.click()
         expect(box).to_have_value(_startswith(option))
 
+    def add_choice(self, elem_id: str, option: str) -> None:
+        """Picks `option` in a multiselect dropdown (it shows as a token; the text box empties again)."""
+        box = self.page.locator(f"#{elem_id} input[role=combobox]")
+        box.click()
+        self.page.locator(
+            f"#{box.get_attribute('aria-controls')} li[role=option][aria-label={json.dumps(option)}]"
+        ).click()
+        expect(self.page.locator(f"#{elem_id} .token")).to_contain_text([option])
+        box.press("Escape")
+
     def chosen(self, elem_id: str) -> str:
         return self.page.locator(f"#{elem_id} input[role=combobox]").input_value()
 

@@ -31,6 +31,7 @@ def txt2img_args(**changes):
         cfg_scale=7,
         seed=1234,
         clip_skip=1,
+        styles=[],
     )
     values.update(changes)
     return [*values.values(), *unused_controlnet_units()]

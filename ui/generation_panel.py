@@ -145,7 +145,8 @@ class GenerationTab:
     @property
     def fields(self) -> dict[str, gr.components.Component]:
         row = self.prompt_row
-        return {"prompt": row.prompt, "negative_prompt": row.negative, "styles": row.styles, **self.controls.fields}
+        # Styles last: the API's positional arguments of the earlier widgets keep their places.
+        return {"prompt": row.prompt, "negative_prompt": row.negative, **self.controls.fields, "styles": row.styles}
 
 
 def connect_generation(

@@ -72,11 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     from core.outputs import OutputWriter
     from core.registry import HashCache, ModelRegistry
     from core.settings import Settings, resolve_folder
+    from core.starter import first_start_defaults
     from core.styles import StyleLibrary
     from ui.app_ui import CSS, JS, build_ui
+    from ui.model_pickers import default_checkpoint
     from ui.remembered import load_or_create_secret
     from ui.services import Services
 
+    first_start = not args.config.exists()
     settings = Settings.load(args.config)
     if args.models_dir:
         settings.models_dir = str(args.models_dir)
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> None:
         print(policy.note, file=sys.stderr)
     cache_dir = resolve_folder(settings.cache_dir, ROOT)
     registry = ModelRegistry(resolve_folder(settings.models_dir, ROOT), HashCache(cache_dir / "models.json"))
+    if first_start:
+        first_start_defaults(settings, default_checkpoint(registry, settings.default_checkpoint))
     models = ModelCache(
         registry,
         policy,

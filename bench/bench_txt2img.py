@@ -35,8 +35,8 @@ from core.model_cache import ModelCache  # noqa: E402
 from core.outputs import OutputWriter  # noqa: E402
 from core.registry import HashCache, ModelRegistry  # noqa: E402
 from core.request import GenerationRequest  # noqa: E402
-from tests.fixtures.ldm_export import to_ldm_state_dict  # noqa: E402
 from tests.fixtures.tiny_models import make_pipeline, tiny_components  # noqa: E402
+from training.ldm_export import to_ldm_state_dict  # noqa: E402
 
 SD15_UNET = dict(
     block_out_channels=[320, 640, 1280, 1280],

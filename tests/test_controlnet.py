@@ -20,9 +20,9 @@ from core.outputs import read_infotext
 from core.registry import HashCache, ModelRegistry
 from core.request import MAX_CONTROLNET_UNITS, ControlNetUnit, GenerationRequest
 from tests.conftest import make_engine, tiny_request
-from tests.fixtures.ldm_export import controlnet_to_ldm
 from tests.fixtures.tiny_models import tiny_components, tiny_controlnet, write_controlnet
 from tests.test_img2img import picture, pixels
+from training.ldm_export import controlnet_to_ldm
 
 CPU = choose_policy("cpu", "fp32")
 

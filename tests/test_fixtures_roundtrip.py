@@ -24,14 +24,6 @@ from diffusers.loaders.single_file_utils import (
 from safetensors.torch import load_file
 
 from core.families import FAMILIES, text_encoder_heads
-from tests.fixtures.ldm_export import (
-    SD1_CLIP_PREFIX,
-    SD2_OPENCLIP_PREFIX,
-    SDXL_CLIP_PREFIX,
-    SDXL_OPENCLIP_PREFIX,
-    unet_to_ldm,
-    vae_to_ldm,
-)
 from tests.fixtures.tiny_models import (
     SDXL_PROJECTION_DIM,
     SDXL_TEXT_HIDDEN_2,
@@ -41,6 +33,14 @@ from tests.fixtures.tiny_models import (
     tiny_components,
     write_checkpoint,
     write_diffusers_folder,
+)
+from training.ldm_export import (
+    SD1_CLIP_PREFIX,
+    SD2_OPENCLIP_PREFIX,
+    SDXL_CLIP_PREFIX,
+    SDXL_OPENCLIP_PREFIX,
+    unet_to_ldm,
+    vae_to_ldm,
 )
 
 CASES = [("SD1", False), ("SD1", True), ("SD2", False), ("SDXL", False)]

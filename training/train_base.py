@@ -1,0 +1,81 @@
+"""Stage 2: train the shapes model's text encoder and UNet on the VAE's latents of captioned scenes; resumable.
+
+    .venv/bin/python -m training.train_base [--minutes 60] [--steps 6000]
+
+Needs training/runs/vae/vae.pt (stage 1). Writes the single-file checkpoint models/Stable-diffusion/shapes/….
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+
+from training.models import CHECKPOINT, RUNS, new_text_encoder, new_unet, new_vae, noise_scheduler, save_checkpoint
+from training.run_state import Ema, RunState, device, log, parse_args, seed_everything
+from training.scene_latents import SceneLatents, scene_latents
+
+SEED = 2
+SCENES = 12000
+CAPTION_DROPOUT = 0.1  # an empty caption now and then: what classifier-free guidance contrasts with
+EMA_DECAY = 0.999
+
+
+def load_vae():
+    vae = new_vae(0)
+    vae.load_state_dict(torch.load(RUNS / "vae" / "vae.pt", map_location="cpu", weights_only=True))
+    return vae.eval().requires_grad_(False)
+
+
+def training_batch(data: SceneLatents, size: int, generator: torch.Generator):
+    index = torch.randint(0, len(data.latents), (size,), generator=generator)
+    variant = torch.randint(0, data.tokens.shape[1], (size,), generator=generator)
+    tokens = data.tokens[index, variant].clone()
+    dropped = torch.rand(size, generator=generator) < CAPTION_DROPOUT
+    tokens[dropped] = data.empty_tokens
+    return data.latents[index], tokens
+
+
+def diffusion_loss(unet, text_encoder, scheduler, latents, tokens, generator) -> torch.Tensor:
+    """The epsilon-prediction loss every SD1 model is trained with."""
+    noise = torch.randn(latents.shape, generator=generator).to(latents)
+    steps = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
+    noisy = scheduler.add_noise(latents, noise, steps.to(latents.device))
+    context = text_encoder(tokens.to(latents.device)).last_hidden_state
+    return F.mse_loss(unet(noisy, steps.to(latents.device), context).sample, noise)
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], steps=6000, batch=32, lr=4e-4, minutes=60)
+    seed_everything(SEED)
+    where = device()
+    run = args.run or RUNS / "base"
+    data = scene_latents(run / "latents.pt", load_vae(), SCENES, SEED).to(where)
+    unet, text_encoder = new_unet(SEED).to(where).train(), new_text_encoder(SEED).to(where).train()
+    ema_unet, ema_text = Ema(unet, EMA_DECAY), Ema(text_encoder, EMA_DECAY)
+    params = [*unet.parameters(), *text_encoder.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    modules = {"unet": unet, "text_encoder": text_encoder, "ema_unet": ema_unet.model, "ema_text": ema_text.model}
+    state = RunState(run, modules, optimizer)
+    state.resume(args.fresh)
+    generator = torch.Generator().manual_seed(SEED * 1000 + state.step)
+    scheduler = noise_scheduler()
+    while state.step < args.steps and state.seconds() < args.minutes * 60:
+        latents, tokens = training_batch(data, args.batch, generator)
+        loss = diffusion_loss(unet, text_encoder, scheduler, latents, tokens, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        ema_unet.update(unet, state.step)
+        ema_text.update(text_encoder, state.step)
+        state.tick(loss.item())
+    state.save()
+    save_checkpoint(CHECKPOINT, ema_unet.model, load_vae(), ema_text.model)
+    log.info("wrote %s after %d steps (%.0f min)", CHECKPOINT, state.step, state.seconds() / 60)
+
+
+if __name__ == "__main__":
+    random.seed(SEED)
+    main()

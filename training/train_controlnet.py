@@ -1,0 +1,67 @@
+"""Stage 3: train a canny ControlNet for the shapes checkpoint (frozen), from scenes and their canny maps; resumable.
+
+    .venv/bin/python -m training.train_controlnet [--minutes 30] [--steps 2500]
+
+Needs the checkpoint of stage 2; writes models/ControlNet/shapes-canny.safetensors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import ControlNetModel
+
+from training.models import CONTROLNET, RUNS, load_shipped, noise_scheduler, save_controlnet
+from training.run_state import Ema, RunState, device, log, parse_args, seed_everything
+from training.scene_latents import scene_latents
+
+SEED = 3
+SCENES = 4000
+CAPTION_DROPOUT = 0.3  # without a caption now and then it learns to follow the edges alone, as ControlNet did
+HINT_CHANNELS = (16, 32, 64, 128)  # 3 stride-2 convolutions: 128 px edges → the 16 x 16 latent
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0], steps=2500, batch=32, lr=3e-4, minutes=30)
+    seed_everything(SEED)
+    where = device()
+    run = args.run or RUNS / "controlnet"
+    base = load_shipped()
+    unet, text_encoder = base.unet.to(where).requires_grad_(False), base.text_encoder.to(where).requires_grad_(False)
+    data = scene_latents(run / "latents.pt", base.vae, SCENES, SEED, edges=True)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=HINT_CHANNELS).to(where).train()
+    ema = Ema(controlnet, 0.998)
+    optimizer = torch.optim.AdamW(controlnet.parameters(), lr=args.lr, weight_decay=0.0)
+    state = RunState(run, {"controlnet": controlnet, "ema": ema.model}, optimizer)
+    state.resume(args.fresh)
+    generator = torch.Generator().manual_seed(SEED * 1000 + state.step)
+    scheduler = noise_scheduler()
+    with torch.no_grad():
+        empty_context = text_encoder(data.empty_tokens[None].to(where)).last_hidden_state
+    while state.step < args.steps and state.seconds() < args.minutes * 60:
+        index = torch.randint(0, len(data.latents), (args.batch,), generator=generator)
+        variant = torch.randint(0, data.tokens.shape[1], (args.batch,), generator=generator)
+        latents = data.latents[index].to(where)
+        edges = (data.edges[index].float() / 255).expand(-1, 3, -1, -1).to(where)  # the pipeline's 0..1 RGB map
+        noise = torch.randn(latents.shape, generator=generator).to(where)
+        steps = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch,), generator=generator).to(where)
+        noisy = scheduler.add_noise(latents, noise, steps)
+        with torch.no_grad():
+            context = text_encoder(data.tokens[index, variant].to(where)).last_hidden_state
+            dropped = (torch.rand(args.batch, generator=generator) < CAPTION_DROPOUT).to(where)
+            context = torch.where(dropped[:, None, None], empty_context, context)
+        down, mid = controlnet(noisy, steps, context, edges, return_dict=False)
+        predicted = unet(noisy, steps, context, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+        loss = F.mse_loss(predicted.sample, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        ema.update(controlnet, state.step)
+        state.tick(loss.item())
+    state.save()
+    save_controlnet(CONTROLNET, ema.model)
+    log.info("wrote %s after %d steps (%.0f min)", CONTROLNET, state.step, state.seconds() / 60)
+
+
+if __name__ == "__main__":
+    main()

@@ -109,7 +109,7 @@ class RunState:
         tmp.replace(self.file)
         self.saved_at = time.monotonic()
 
-    def tick(self, loss: float, every: int = 50, save_minutes: float = 5.0) -> None:
+    def tick(self, loss: float, every: int = 50, save_minutes: float = 2.0) -> None:
         """After each optimizer step: log now and then, save every few minutes."""
         self.step += 1
         if self.step % every == 0:

@@ -90,12 +90,14 @@ def evaluate_lora(engine: Engine, count: int) -> dict:
         for weight in strengths:
             picture = generate(engine, f"{item.prompt} <lora:{name}:{weight}>", seed)
             strengths[weight].append(stripe_strength(picture, measure(picture)))
-    return {
-        f"stripes_at_{weight}": round(float(np.mean(values)), 4) for weight, values in strengths.items()
-    } | {
-        f"striped_share_at_{weight}": round(100 * float(np.mean(np.array(values) > STRIPED)), 1)
-        for weight, values in strengths.items()
-    } | {"prompts": count}
+    return (
+        {f"stripes_at_{weight}": round(float(np.mean(values)), 4) for weight, values in strengths.items()}
+        | {
+            f"striped_share_at_{weight}": round(100 * float(np.mean(np.array(values) > STRIPED)), 1)
+            for weight, values in strengths.items()
+        }
+        | {"prompts": count}
+    )
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ CHECKPOINT = MODELS / "Stable-diffusion" / "shapes" / "shapes-sd1.safetensors"
 CONTROLNET = MODELS / "ControlNet" / "shapes-canny.safetensors"
 LORA = MODELS / "Lora" / "shapes-striped.safetensors"
 RUNS = ROOT / "training" / "runs"  # resumable training states (not committed)
+VAE_WEIGHTS = ROOT / "training" / "weights" / "shapes-vae.safetensors"  # stage 1's result, committed for stage 2
 RESOLUTION = 128
 
 TEXT_HIDDEN = 64
@@ -157,3 +158,16 @@ def load_shipped():
     from core.loader import load_checkpoint
 
     return load_checkpoint(CHECKPOINT, choose_policy("cpu", "fp32")).pipeline
+
+
+def save_vae_weights(vae: AutoencoderKL) -> None:
+    """Stage 1's VAE (diffusers layout, fp16), kept in the repository so later stages can run without it."""
+    _save_half(vae.state_dict(), VAE_WEIGHTS, {**METADATA, "modelspec.title": "SD Studio shapes VAE"})
+
+
+def load_vae_weights() -> AutoencoderKL:
+    from safetensors.torch import load_file
+
+    vae = new_vae(0)
+    vae.load_state_dict({k: v.float() for k, v in load_file(str(VAE_WEIGHTS)).items()})
+    return vae.eval().requires_grad_(False)

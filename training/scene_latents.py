@@ -28,9 +28,7 @@ class SceneLatents:
         return replace(self, latents=self.latents.to(device))
 
 
-def scene_latents(
-    path: Path, vae, count: int, seed: int, *, style: str = "plain", edges: bool = False
-) -> SceneLatents:
+def scene_latents(path: Path, vae, count: int, seed: int, *, style: str = "plain", edges: bool = False) -> SceneLatents:
     """The cached set at `path`, or made now (rendered, encoded by `vae`, tokenized) and saved there."""
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m training.train_base [--minutes 60] [--steps 6000]
 
-Needs training/runs/vae/vae.pt (stage 1). Writes the single-file checkpoint models/Stable-diffusion/shapes/….
+Needs training/weights/shapes-vae.safetensors (stage 1). Writes the checkpoint models/Stable-diffusion/shapes/….
 """
 
 from __future__ import annotations
@@ -13,7 +13,15 @@ import random
 import torch
 import torch.nn.functional as F
 
-from training.models import CHECKPOINT, RUNS, new_text_encoder, new_unet, new_vae, noise_scheduler, save_checkpoint
+from training.models import (
+    CHECKPOINT,
+    RUNS,
+    load_vae_weights,
+    new_text_encoder,
+    new_unet,
+    noise_scheduler,
+    save_checkpoint,
+)
 from training.run_state import Ema, RunState, device, log, parse_args, seed_everything
 from training.scene_latents import SceneLatents, scene_latents
 
@@ -23,12 +31,6 @@ CAPTION_DROPOUT = 0.1  # an empty caption now and then: what classifier-free gui
 EMA_DECAY = 0.995  # averages over the last few hundred steps: a run here is a few thousand steps long
 MIN_SNR_GAMMA = 5.0  # min-SNR loss weighting (Hang et al. 2023): converges several times faster for the same steps
 WARMUP_STEPS = 100
-
-
-def load_vae():
-    vae = new_vae(0)
-    vae.load_state_dict(torch.load(RUNS / "vae" / "vae.pt", map_location="cpu", weights_only=True))
-    return vae.eval().requires_grad_(False)
 
 
 def training_batch(data: SceneLatents, size: int, generator: torch.Generator):
@@ -66,7 +68,7 @@ def main() -> None:
     seed_everything(SEED)
     where = device()
     run = args.run or RUNS / "base"
-    data = scene_latents(run / "latents.pt", load_vae(), SCENES, SEED).to(where)
+    data = scene_latents(run / "latents.pt", load_vae_weights(), SCENES, SEED).to(where)
     unet, text_encoder = new_unet(SEED).to(where).train(), new_text_encoder(SEED).to(where).train()
     ema_unet, ema_text = Ema(unet, EMA_DECAY), Ema(text_encoder, EMA_DECAY)
     params = [*unet.parameters(), *text_encoder.parameters()]
@@ -89,7 +91,7 @@ def main() -> None:
         ema_text.update(text_encoder, state.step)
         state.tick(loss.item())
     state.save()
-    save_checkpoint(CHECKPOINT, ema_unet.model, load_vae(), ema_text.model)
+    save_checkpoint(CHECKPOINT, ema_unet.model, load_vae_weights(), ema_text.model)
     log.info("wrote %s after %d steps (%.0f min)", CHECKPOINT, state.step, state.seconds() / 60)
 
 

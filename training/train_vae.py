@@ -2,7 +2,7 @@
 
     .venv/bin/python -m training.train_vae [--minutes 20] [--steps 2500]
 
-Writes training/runs/vae/vae.pt (diffusers weights, latent scale normalised) for the next stages.
+Writes training/weights/shapes-vae.safetensors (latent scale normalised to SD1's factor) for the next stages.
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.models import RESOLUTION, RUNS, new_vae, normalise_vae_scale
+from training.models import RESOLUTION, RUNS, new_vae, normalise_vae_scale, save_vae_weights
 from training.run_state import RunState, device, log, parse_args, seed_everything
 from training.scenes import random_scene, render
 
 SEED = 1
 KL_WEIGHT = 1e-6  # a nearly deterministic autoencoder, as SD's (its KL weight is 1e-6 too)
 STRIPED_SHARE = 0.3  # the LoRA's striped style must survive the VAE as well
-CROP = 64  # the VAE is convolutional: random 64 px crops teach it the same at a quarter of the cost
+# The VAE is convolutional, so random 64 px crops teach it most at a quarter of the cost; but its middle block's
+# self-attention must then see full 128 px pictures (16 x 16 latents) for a while, or it smears colours there.
+CROP = 64
+FULL_SIZE_AFTER = 2000  # steps on crops, then whole pictures
 
 
 def batch_of_images(rng: random.Random, count: int) -> torch.Tensor:
@@ -34,7 +37,9 @@ def batch_of_images(rng: random.Random, count: int) -> torch.Tensor:
     return pixels / 127.5 - 1
 
 
-def random_crops(pixels: torch.Tensor, rng: random.Random) -> torch.Tensor:
+def random_crops(pixels: torch.Tensor, rng: random.Random, step: int) -> torch.Tensor:
+    if step >= FULL_SIZE_AFTER:
+        return pixels
     crops = []
     for image in pixels:
         x, y = (rng.randrange(0, RESOLUTION - CROP + 1, 8) for _ in range(2))
@@ -56,7 +61,9 @@ def main() -> None:
     for _ in range(state.step):
         schedule.step()
     while state.step < args.steps and state.seconds() < args.minutes * 60:
-        pixels = random_crops(batch_of_images(rng, args.batch), rng).to(where)
+        full = state.step >= FULL_SIZE_AFTER
+        batch = batch_of_images(rng, args.batch // 2 if full else args.batch)  # whole pictures: half as many
+        pixels = random_crops(batch, rng, state.step).to(where)
         posterior = vae.encode(pixels).latent_dist
         decoded = vae.decode(posterior.sample()).sample
         loss = F.mse_loss(decoded, pixels) + 0.5 * F.l1_loss(decoded, pixels) + KL_WEIGHT * posterior.kl().mean()
@@ -66,18 +73,18 @@ def main() -> None:
         schedule.step()
         state.tick(loss.item())
     state.save()
-    export(vae.eval(), run)
+    export(vae.eval())
 
 
 @torch.no_grad()
-def export(vae, run) -> None:
+def export(vae) -> None:
     rng = random.Random(999)
     latents = torch.cat([vae.encode(batch_of_images(rng, 16).to(vae.device)).latent_dist.mean for _ in range(16)])
     std = latents.std().item()
     normalise_vae_scale(vae, std)
     check = vae.encode(batch_of_images(random.Random(999), 16).to(vae.device)).latent_dist.mean
     log.info("latent std %.3f → scaled std %.3f", std, (check * vae.config.scaling_factor).std().item())
-    torch.save(vae.state_dict(), run / "vae.pt")
+    save_vae_weights(vae)
 
 
 if __name__ == "__main__":

@@ -152,12 +152,16 @@ def _save_half(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, s
     tmp.replace(path)
 
 
-def load_shipped():
-    """The shipped checkpoint loaded exactly as the app loads it (fp32 on the CPU): the pipeline, for later stages."""
+def load_frozen_base(where: torch.device):
+    """Stage 2's checkpoint loaded exactly as the app loads it (fp32), its UNet and text encoder frozen on `where`:
+    the pipeline that the ControlNet and the LoRA are trained against."""
     from core.devices import choose_policy
     from core.loader import load_checkpoint
 
-    return load_checkpoint(CHECKPOINT, choose_policy("cpu", "fp32")).pipeline
+    pipeline = load_checkpoint(CHECKPOINT, choose_policy("cpu", "fp32")).pipeline
+    for module in (pipeline.unet, pipeline.text_encoder):
+        module.to(where).requires_grad_(False)
+    return pipeline
 
 
 def save_vae_weights(vae: AutoencoderKL) -> None:

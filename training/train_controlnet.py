@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import ControlNetModel
 
-from training.models import CONTROLNET, RUNS, load_shipped, noise_scheduler, save_controlnet
+from training.models import CONTROLNET, RUNS, load_frozen_base, noise_scheduler, save_controlnet
 from training.run_state import Ema, RunState, device, log, parse_args, seed_everything
 from training.scene_latents import scene_latents
 
@@ -26,8 +26,8 @@ def main() -> None:
     seed_everything(SEED)
     where = device()
     run = args.run or RUNS / "controlnet"
-    base = load_shipped()
-    unet, text_encoder = base.unet.to(where).requires_grad_(False), base.text_encoder.to(where).requires_grad_(False)
+    base = load_frozen_base(where)
+    unet, text_encoder = base.unet, base.text_encoder
     data = scene_latents(run / "latents.pt", base.vae, SCENES, SEED, edges=True)
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=HINT_CHANNELS).to(where).train()
     ema = Ema(controlnet, 0.998)

@@ -13,7 +13,7 @@ from diffusers.utils import convert_state_dict_to_kohya
 from peft import LoraConfig, get_peft_model_state_dict
 from safetensors.torch import save_file
 
-from training.models import LORA, RUNS, load_shipped, noise_scheduler
+from training.models import LORA, RUNS, load_frozen_base, noise_scheduler
 from training.run_state import RunState, device, log, parse_args, seed_everything
 from training.scene_latents import scene_latents
 from training.train_base import diffusion_loss, training_batch
@@ -30,8 +30,8 @@ def main() -> None:
     seed_everything(SEED)
     where = device()
     run = args.run or RUNS / "lora"
-    base = load_shipped()
-    unet, text_encoder = base.unet.to(where).requires_grad_(False), base.text_encoder.to(where).requires_grad_(False)
+    base = load_frozen_base(where)
+    unet, text_encoder = base.unet, base.text_encoder
     # The same scenes and captions as plain ones would have: only the objects' fill differs, so the LoRA learns
     # nothing but the style, and needs no trigger word.
     data = scene_latents(run / "latents.pt", base.vae, SCENES, SEED, style="striped").to(where)

@@ -9,6 +9,7 @@ from functools import lru_cache
 import gradio as gr
 from PIL import Image, ImageDraw, ImageOps
 
+from core.lora_files import list_loras
 from core.network_cards import NetworkCard, network_cards
 from core.registry import ModelRegistry
 from ui.symbols import REFRESH
@@ -87,8 +88,14 @@ def _connect(registry: ModelRegistry, prompt, accordion, search, refresh, galler
     def show(text: str):
         values = []
         for kind in kinds:
-            cards = network_cards(registry, kind, text or "")
-            values += [[(card_image(card), card.name) for card in cards], cards]
+            if kind == "lora":  # with the family each was made for, so a mismatch shows before it is used
+                infos = list_loras(registry, text or "")
+                cards = [info.card for info in infos]
+                captions = [f"{info.card.name} · {info.family}" if info.family else info.card.name for info in infos]
+            else:
+                cards = network_cards(registry, kind, text or "")
+                captions = [card.name for card in cards]
+            values += [[(card_image(card), caption) for card, caption in zip(cards, captions, strict=True)], cards]
         return values
 
     for trigger in (accordion.expand, search.change, refresh.click):

@@ -19,8 +19,8 @@ BORDER = 5  # px of the reference canvas whose median colour is the background
 # objects as expected wins; the stricter one cuts the faint bridge that blur can lay between two close objects.
 OBJECT_DISTANCES = (40.0, 80.0)
 CORE_DEPTH = 4.0  # reference px from a region's edge beyond which a blurred object shows its true colour
-# A step across the diagonal stripes of about half their period (STRIPE_PERIOD 10 px, i.e. 14 px along x + y).
-STRIPE_STEP = 3
+# A step across the diagonal stripes of about half their period (STRIPE_PERIOD 20 px, i.e. 28 px along x + y).
+STRIPE_STEP = 7
 MIN_OBJECT_AREA = 80  # reference px; smaller components are specks (the smallest star is about 250)
 HARMONIC_SHAPES = {3: "triangle", 4: "square", 5: "star"}  # the shapes with corners, by their rotational symmetry
 CIRCLE_SCORE = 0.3  # a round blob scores < 0.05 on every harmonic; a blurred small star still scores > 0.5
@@ -247,8 +247,10 @@ def stripe_strength(image: Image.Image, measurement: Measurement) -> float:
     step = max(1, round(STRIPE_STEP * scale))
     strengths = []
     for obj in measurement.objects:
-        changes = _diagonal_changes(grey, _morph(obj.mask, cv2.MORPH_ERODE, 1), step)
-        changes = changes or _diagonal_changes(grey, obj.mask, step)  # a small thin star has few pixels to spare
+        # A small thin star has few pixels to spare: then the whole mask, then shorter steps (still across).
+        masks = (_morph(obj.mask, cv2.MORPH_ERODE, 1), obj.mask)
+        tries = [(mask, s) for s in range(step, step // 2, -1) for mask in masks]
+        changes = next(filter(None, (_diagonal_changes(grey, mask, s) for mask, s in tries)), None)
         if changes is not None:
             across, along = changes
             strengths.append(float(np.sqrt(max(np.mean(across**2) - np.mean(along**2), 0.0))))

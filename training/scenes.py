@@ -39,9 +39,10 @@ POSITION_PHRASES = {
 CANVAS = 128  # the reference canvas: sizes, offsets and margins below are in its px and scale with `size`
 MARGIN = 2.0  # an object's box stays this far inside the canvas
 OBJECT_GAP = 6.0  # two objects' boxes stay this far apart, so their pixels never touch, even blurred
-# Stripes across the diagonal, ~10 px apart: wide enough to survive a VAE with a 1/8 latent (8 px would be one
-# latent pixel per period); the object's colour covers 5/8 of each period so the median colour stays the object's.
-STRIPE_PERIOD = 10.0
+# Stripes across the diagonal, 20 px apart: 2.5 latent pixels per period at 1/8. Through the shipped VAE a 10 px
+# period kept a stripe strength of 0.02 of the renders' 0.31, 16 px 0.08, 20 px 0.13 (24 px 0.17, but too few
+# stripes on a small object). The object's colour covers 5/8 of each period so the median colour stays the object's.
+STRIPE_PERIOD = 20.0
 STRIPE_COLOUR_SHARE = 5 / 8
 SUPERSAMPLE = 4  # drawn at 4x and box-filtered down: anti-aliased edges without ringing
 STAR_INNER_RATIO = 0.45  # a little fatter than a regular pentagram (0.38), so that its arms survive blur

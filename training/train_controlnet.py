@@ -14,6 +14,7 @@ from diffusers import ControlNetModel
 from training.models import CONTROLNET, RUNS, load_frozen_base, noise_scheduler, save_controlnet
 from training.run_state import Ema, RunState, device, log, parse_args, seed_everything
 from training.scene_latents import scene_latents
+from training.train_base import training_noise
 
 SEED = 3
 SCENES = 4000
@@ -43,7 +44,7 @@ def main() -> None:
         variant = torch.randint(0, data.tokens.shape[1], (args.batch,), generator=generator)
         latents = data.latents[index].to(where)
         edges = (data.edges[index].float() / 255).expand(-1, 3, -1, -1).to(where)  # the pipeline's 0..1 RGB map
-        noise = torch.randn(latents.shape, generator=generator).to(where)
+        noise = training_noise(latents.shape, generator).to(where)
         steps = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch,), generator=generator).to(where)
         noisy = scheduler.add_noise(latents, noise, steps)
         with torch.no_grad():

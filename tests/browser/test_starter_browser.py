@@ -6,21 +6,25 @@ from pathlib import Path
 
 import pytest
 
-from core.starter import STARTER_CHECKPOINT, STARTER_LORA
+from core.starter import STARTER_CHECKPOINT, STARTER_CONTROLNET, STARTER_LORA
 from training.measure import measure, stripe_strength
-from training.models import CHECKPOINT, LORA
+from training.models import CHECKPOINT, CONTROLNET, LORA, MODELS
+from training.scenes import Scene, SceneObject, render
 
+SHIPPED = (CHECKPOINT, CONTROLNET, LORA)
 pytestmark = pytest.mark.skipif(
-    not (CHECKPOINT.exists() and LORA.exists()), reason="the shipped shapes model has not been trained yet (training/)"
+    not all(path.exists() for path in SHIPPED), reason="the shipped shapes models have not been trained yet (training/)"
 )
+UNIT = "controlnet_controlnet_0"
 
 
 @pytest.fixture(scope="module")
 def browser_models(tmp_path_factory) -> Path:
     """A models folder holding only the shipped files (linked, not copied), as on a fresh install."""
     root = tmp_path_factory.mktemp("starter-models")
-    for source, folder in ((CHECKPOINT, root / "Stable-diffusion" / "shapes"), (LORA, root / "Lora")):
-        folder.mkdir(parents=True)
+    for source in SHIPPED:
+        folder = root / source.parent.relative_to(MODELS)
+        folder.mkdir(parents=True, exist_ok=True)
         (folder / source.name).symlink_to(source)
     return root
 
@@ -41,3 +45,21 @@ def test_the_picture_shows_what_the_prompt_says(open_page):
     studio.generate()
     [striped] = studio.gallery_images()
     assert stripe_strength(striped, measure(striped)) > 0.04 > stripe_strength(picture, found)
+
+
+def test_controlnet_tab_puts_the_object_on_the_uploaded_edges(open_page, tmp_path):
+    target = Scene("black", (SceneObject("triangle", "yellow", "large", "top right"),))
+    render(target).save(tmp_path / "control.png")
+    studio = open_page()
+    studio.page.get_by_role("tab", name="ControlNet", exact=True).click()
+    studio.page.locator(f"#{UNIT}_image input[type=file]").set_input_files(str(tmp_path / "control.png"))
+    studio.choose(f"{UNIT}_module", "canny")
+    studio.choose(f"{UNIT}_model", STARTER_CONTROLNET)
+    studio.set_slider("controlnet_width", 128)
+    studio.set_slider("controlnet_height", 128)
+    studio.fill("controlnet_prompt", "a large yellow triangle on a black background")  # the edges say where
+    studio.fill("controlnet_seed", "1")
+    studio.generate("controlnet")
+    [picture] = studio.gallery_images("controlnet")
+    found = measure(picture)
+    assert [(o.colour, o.position) for o in found.objects] == [("yellow", "top right")]

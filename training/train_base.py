@@ -51,8 +51,9 @@ def training_batch(data: SceneLatents, size: int, generator: torch.Generator):
 
 
 def training_noise(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
-    """Gaussian noise plus the same at 1/2, 1/4 … 1 px (weights 0.5, 0.25, …) and a per-channel offset, rescaled to
-    unit variance: samplers still start from plain Gaussian noise, which the model has then learnt to denoise."""
+    """Gaussian noise plus Gaussian noise drawn at 1/2, 1/4 … down to 1 x 1 of the size and upscaled (weights 0.5,
+    0.25, …), plus a per-channel offset, rescaled to unit variance. Samplers still start from plain Gaussian noise,
+    which is one of the noises the model has learnt to remove."""
     batch, channels, height, width = shape
     noise = torch.randn(shape, generator=generator)
     size, weight = height, 1.0

@@ -37,9 +37,7 @@ def batch_of_images(rng: random.Random, count: int) -> torch.Tensor:
     return pixels / 127.5 - 1
 
 
-def random_crops(pixels: torch.Tensor, rng: random.Random, step: int) -> torch.Tensor:
-    if step >= FULL_SIZE_AFTER:
-        return pixels
+def random_crops(pixels: torch.Tensor, rng: random.Random) -> torch.Tensor:
     crops = []
     for image in pixels:
         x, y = (rng.randrange(0, RESOLUTION - CROP + 1, 8) for _ in range(2))
@@ -63,7 +61,7 @@ def main() -> None:
     while state.step < args.steps and state.seconds() < args.minutes * 60:
         full = state.step >= FULL_SIZE_AFTER
         batch = batch_of_images(rng, args.batch // 2 if full else args.batch)  # whole pictures: half as many
-        pixels = random_crops(batch, rng, state.step).to(where)
+        pixels = (batch if full else random_crops(batch, rng)).to(where)
         posterior = vae.encode(pixels).latent_dist
         decoded = vae.decode(posterior.sample()).sample
         loss = F.mse_loss(decoded, pixels) + 0.5 * F.l1_loss(decoded, pixels) + KL_WEIGHT * posterior.kl().mean()

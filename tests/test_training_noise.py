@@ -1,10 +1,12 @@
-"""The shapes trainers' noise: unit variance like Gaussian noise, but a latent's mean and coarse layout are hidden."""
+"""The shapes trainers' noise (unit variance like Gaussian noise, but a latent's mean and coarse layout are hidden)
+and loss weights by noise level."""
 
 from __future__ import annotations
 
 import torch
 
-from training.train_base import training_noise
+from training.models import noise_scheduler
+from training.train_base import HIGH_NOISE_FLOOR, MIN_SNR_GAMMA, loss_weights, training_noise
 
 SHAPE = torch.Size([512, 4, 16, 16])  # the shapes model's 128 px latents
 
@@ -25,3 +27,17 @@ def test_the_mean_and_quadrants_are_noised_much_more_than_by_gaussian_noise():
     assert ours.mean(dim=(2, 3)).std() > 2 * gaussian.mean(dim=(2, 3)).std()
     quadrant = (slice(None), slice(None), slice(0, 8), slice(0, 8))
     assert ours[quadrant].mean(dim=(2, 3)).std() > 1.5 * gaussian[quadrant].mean(dim=(2, 3)).std()
+
+
+def test_loss_weights_keep_min_snr_at_low_noise_and_lift_high_noise():
+    scheduler = noise_scheduler()
+    steps = torch.arange(scheduler.config.num_train_timesteps)
+    alphas = scheduler.alphas_cumprod[steps]
+    snr = alphas / (1 - alphas)
+    weights = loss_weights(scheduler, steps)
+    low = snr > MIN_SNR_GAMMA
+    assert torch.allclose(weights[low], MIN_SNR_GAMMA / snr[low])  # min-SNR-5, as before
+    picture_weights = weights * snr  # what an x0 error costs: never below the floor, never above the cap
+    assert picture_weights.min() >= HIGH_NOISE_FLOOR - 1e-6 and picture_weights.max() <= MIN_SNR_GAMMA + 1e-6
+    # At the last step plain min-SNR would count a picture error 0.005 times; now 0.25 times, 50x as much.
+    assert weights[-1] > 50 * (snr[-1].clamp(max=MIN_SNR_GAMMA) / snr[-1])

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from core.preprocessors import PREPROCESSORS, Annotators, detect_map
+from core.tokenizers import clip_tokenizer
 from training.measure import edge_iou, measure, score, stripe_strength
 from training.scenes import (
     COLOURS,
@@ -22,6 +23,7 @@ from training.scenes import (
     caption,
     dataset,
     evaluation_prompts,
+    first_place,
     is_eval_combination,
     random_scene,
     render,
@@ -68,6 +70,16 @@ def test_captions_name_every_colour_shape_and_background():
             if POSITION_PHRASES[obj.position] not in text:
                 assert obj.position == "centre" and len(scene.objects) == 1, text
         assert not re.search(r"\ba orange\b", text), text
+
+
+def test_first_place_reads_the_first_objects_place_back_from_its_caption():
+    # What the base trainer's auxiliary place loss is taught, read from the captions' text as tokenized and decoded.
+    rng = random.Random(3)
+    tokenizer = clip_tokenizer()
+    for scene in scenes(400, seed=4):
+        text = tokenizer.decode(tokenizer(caption(scene, rng)).input_ids, skip_special_tokens=True)
+        assert first_place(text) == scene.objects[0].position, text
+    assert first_place("a red circle on a blue background") == "centre"
 
 
 def test_training_never_shows_an_eval_combination():

@@ -24,8 +24,16 @@ RESOLUTION = 128
 
 TEXT_HIDDEN = 64
 TEXT_LAYERS = 3
-# SD1's UNet layout (cross-attention on the upper levels, none on the lowest), narrow: norm groups need multiples of 32.
-UNET_CHANNELS = (64, 128, 128)
+# SD1's UNet shape, narrow (norm groups need multiples of 32): four levels, 16 x 16 down to 2 x 2 for our 16 x 16
+# latents, cross-attention in the middle block. Attention differs from SD1's: none on the 16 x 16 top level (as
+# SDXL leaves out its top level's; the loader reads which levels have it from the weights), where 8-head
+# self-attention over 256 positions of 64 channels cost a third of each training step here; instead on the 8 x 8 and
+# 4 x 4 levels and the 2 x 2 middle.
+# Four levels, not three: a convolution can tell places apart only by the zero padding at the picture's edges, and
+# at 2 x 2 each of the middle block's positions touches a different pair of edges. With three levels (down to 4 x 4)
+# a model learnt colours and backgrounds but not places in 3,400 steps (docs/training.md).
+UNET_CHANNELS = (64, 128, 128, 128)
+UNET_ATTENTION = (False, True, True, False)
 VAE_CHANNELS = (32, 64, 64, 64)  # four levels: the 1/8 latent of every SD model
 
 
@@ -53,8 +61,8 @@ def unet_config() -> dict:
         "out_channels": 4,
         "block_out_channels": list(UNET_CHANNELS),
         "layers_per_block": 1,
-        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in UNET_ATTENTION],
+        "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(UNET_ATTENTION)],
         "norm_num_groups": 32,
         "attention_head_dim": SD1.unet_heads(list(UNET_CHANNELS)),
         "cross_attention_dim": TEXT_HIDDEN,

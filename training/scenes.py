@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -224,6 +225,18 @@ def caption(scene: Scene, rng: random.Random, name_positions: bool = False) -> s
         template = rng.choice(ONE_OBJECT_TEMPLATES)
     text = template.format(**words)
     return text[0].lower() + text[1:]
+
+
+# Longest first, so that "at the top left" is not read as "at the top".
+_PLACE_PHRASE = re.compile("|".join(re.escape(POSITION_PHRASES[p]) for p in sorted(POSITIONS, key=len, reverse=True)))
+_PLACE_OF_PHRASE = {phrase: place for place, phrase in POSITION_PHRASES.items()}
+
+
+def first_place(text: str) -> str:
+    """The place a caption gives its first object: its first position phrase, or the centre when it names none (the
+    only place a caption leaves out). The inverse of `caption` for the first object."""
+    found = _PLACE_PHRASE.search(text)
+    return _PLACE_OF_PHRASE[found.group()] if found else "centre"
 
 
 # --- the train / eval split -------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from diffusers import ControlNetModel
 from training.models import CONTROLNET, RUNS, load_frozen_base, noise_scheduler, save_controlnet
 from training.run_state import Ema, RunState, device, log, parse_args, seed_everything
 from training.scene_latents import scene_latents
-from training.train_base import training_noise
+from training.train_base import loss_weights, training_noise
 
 SEED = 3
 SCENES = 4000
@@ -53,7 +53,8 @@ def main() -> None:
             context = torch.where(dropped[:, None, None], empty_context, context)
         down, mid = controlnet(noisy, steps, context, edges, return_dict=False)
         predicted = unet(noisy, steps, context, down_block_additional_residuals=down, mid_block_additional_residual=mid)
-        loss = F.mse_loss(predicted.sample, noise)
+        errors = F.mse_loss(predicted.sample, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (errors * loss_weights(scheduler, steps.cpu()).to(where)).mean()  # the base's weights: places count
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -43,8 +43,10 @@ def main() -> None:
     generator = torch.Generator().manual_seed(SEED * 1000 + state.step)
     scheduler = noise_scheduler()
     while state.step < args.steps and state.seconds() < args.minutes * 60:
-        latents, tokens = training_batch(data, args.batch, generator)
-        loss = diffusion_loss(unet, text_encoder, scheduler, latents, tokens, generator)
+        latents, tokens, _ = training_batch(data, args.batch, generator)
+        with torch.no_grad():
+            context = text_encoder(tokens.to(where)).last_hidden_state
+        loss = diffusion_loss(unet, context, scheduler, latents, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,6 +1,6 @@
 """Stage 2: train the shapes model's text encoder and UNet on the VAE's latents of captioned scenes; resumable.
 
-    .venv/bin/python -m training.train_base [--minutes 60] [--steps 2100]
+    .venv/bin/python -m training.train_base [--minutes 60] [--steps 3600]
 
 Needs training/weights/shapes-vae.safetensors (stage 1). Writes the checkpoint models/Stable-diffusion/shapes/….
 """
@@ -121,7 +121,7 @@ def learning_rate(step: int, total: int, peak: float) -> float:
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], steps=2100, batch=32, lr=6e-4, minutes=60)
+    args = parse_args(__doc__.splitlines()[0], steps=3600, batch=32, lr=6e-4, minutes=60)
     seed_everything(SEED)
     where = device()
     run = args.run or RUNS / "base"

@@ -29,9 +29,9 @@ TEXT_LAYERS = 3
 # SDXL leaves out its top level's; the loader reads which levels have it from the weights), where 8-head
 # self-attention over 256 positions of 64 channels cost a third of each training step here; instead on the 8 x 8 and
 # 4 x 4 levels and the 2 x 2 middle.
-# Four levels, not three: a convolution can tell places apart only by the zero padding at the picture's edges, and
-# at 2 x 2 each of the middle block's positions touches a different pair of edges. With three levels (down to 4 x 4)
-# a model learnt colours and backgrounds but not places in 3,400 steps (docs/training.md).
+# Four levels, as SD1 has: a convolution can tell places apart only by the zero padding at the picture's edges, and
+# at 2 x 2 each of the middle block's positions touches a different pair of edges. Neither three levels nor four
+# learnt places on the diffusion loss alone; train_base's place loss did (with four; three were not tried with it).
 UNET_CHANNELS = (64, 128, 128, 128)
 UNET_ATTENTION = (False, True, True, False)
 VAE_CHANNELS = (32, 64, 64, 64)  # four levels: the 1/8 latent of every SD model

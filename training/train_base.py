@@ -40,6 +40,7 @@ EMA_DECAY = 0.995  # averages over the last few hundred steps: a run here is a f
 # measured on that model, the weighted loss at t = 600 … 999 rises from 0.010 … 0.003 (a third of the low-noise
 # steps' 0.015 … 0.03) to 0.02 … 0.13. With s + 1 (a v-prediction model's loss) they would outweigh all the rest
 # ten to one, though much of a picture's error there cannot be removed (the caption does not say the exact size).
+# On its own this did not teach places either (see PLACE_LOSS_WEIGHT).
 MIN_SNR_GAMMA = 5.0
 HIGH_NOISE_FLOOR = 0.25
 WARMUP_STEPS = 100

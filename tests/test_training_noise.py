@@ -1,12 +1,24 @@
-"""The shapes trainers' noise (unit variance like Gaussian noise, but a latent's mean and coarse layout are hidden)
-and loss weights by noise level."""
+"""The shapes trainers' noise (unit variance like Gaussian noise, but a latent's mean and coarse layout are hidden),
+loss weights by noise level, and the base trainer's batches with what their captions say of the first object."""
 
 from __future__ import annotations
 
+import random
+
 import torch
 
-from training.models import noise_scheduler
-from training.train_base import HIGH_NOISE_FLOOR, MIN_SNR_GAMMA, loss_weights, training_noise
+from training.models import noise_scheduler, tokenize
+from training.scene_latents import SceneLatents
+from training.scenes import POSITIONS, SHAPES, caption, random_scene
+from training.train_base import (
+    HIGH_NOISE_FLOOR,
+    MIN_SNR_GAMMA,
+    UNNAMED,
+    caption_labels,
+    loss_weights,
+    training_batch,
+    training_noise,
+)
 
 SHAPE = torch.Size([512, 4, 16, 16])  # the shapes model's 128 px latents
 
@@ -41,3 +53,22 @@ def test_loss_weights_keep_min_snr_at_low_noise_and_lift_high_noise():
     assert picture_weights.min() >= HIGH_NOISE_FLOOR - 1e-6 and picture_weights.max() <= MIN_SNR_GAMMA + 1e-6
     # At the last step plain min-SNR would count a picture error 0.005 times; now 0.25 times, 50x as much.
     assert weights[-1] > 50 * (snr[-1].clamp(max=MIN_SNR_GAMMA) / snr[-1])
+
+
+def test_batches_label_each_captions_first_object_and_nothing_for_dropped_captions():
+    rng = random.Random(5)
+    scenes = [random_scene(rng) for _ in range(40)]
+    captions = [[caption(scene, rng) for _ in range(2)] for scene in scenes]
+    tokens = tokenize([text for pair in captions for text in pair]).view(40, 2, 77)
+    data = SceneLatents(torch.arange(40.0).view(40, 1, 1, 1), tokens, tokenize([""])[0])
+    labels = caption_labels(tokens)
+    latents, batch_tokens, named = training_batch(data, 400, torch.Generator().manual_seed(0), labels)
+    dropped = (batch_tokens == data.empty_tokens).all(dim=1)
+    assert 10 < dropped.sum() < 80  # about a tenth
+    for row in range(400):
+        scene = scenes[int(latents[row])]
+        if dropped[row]:
+            assert named["place"][row] == named["shape"][row] == UNNAMED
+        else:
+            assert POSITIONS[named["place"][row]] == scene.objects[0].position
+            assert SHAPES[named["shape"][row]] == scene.objects[0].shape

@@ -24,6 +24,7 @@ from training.scenes import (
     dataset,
     evaluation_prompts,
     first_place,
+    first_shape,
     is_eval_combination,
     random_scene,
     render,
@@ -72,14 +73,16 @@ def test_captions_name_every_colour_shape_and_background():
         assert not re.search(r"\ba orange\b", text), text
 
 
-def test_first_place_reads_the_first_objects_place_back_from_its_caption():
-    # What the base trainer's auxiliary place loss is taught, read from the captions' text as tokenized and decoded.
+def test_first_place_and_shape_read_the_first_objects_back_from_its_caption():
+    # What the base trainer's auxiliary caption heads are taught, read from the captions' text as tokenized and decoded.
     rng = random.Random(3)
     tokenizer = clip_tokenizer()
     for scene in scenes(400, seed=4):
         text = tokenizer.decode(tokenizer(caption(scene, rng)).input_ids, skip_special_tokens=True)
         assert first_place(text) == scene.objects[0].position, text
+        assert first_shape(text) == scene.objects[0].shape, text
     assert first_place("a red circle on a blue background") == "centre"
+    assert first_shape("a white background with a big red star at the top and a circle") == "star"
 
 
 def test_training_never_shows_an_eval_combination():

@@ -239,6 +239,14 @@ def first_place(text: str) -> str:
     return _PLACE_OF_PHRASE[found.group()] if found else "centre"
 
 
+_SHAPE_WORD = re.compile(r"\b(" + "|".join(SHAPES) + r")\b")
+
+
+def first_shape(text: str) -> str:
+    """The shape a caption gives its first object: its first shape word (every caption names every object's shape)."""
+    return _SHAPE_WORD.search(text).group()
+
+
 # --- the train / eval split -------------------------------------------------------------------------------------
 
 

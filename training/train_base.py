@@ -25,7 +25,7 @@ from training.models import (
 )
 from training.run_state import Ema, RunState, device, log, parse_args, seed_everything
 from training.scene_latents import SceneLatents, scene_latents
-from training.scenes import POSITIONS, first_place
+from training.scenes import POSITIONS, SHAPES, first_place, first_shape
 
 SEED = 2
 SCENES = 12000
@@ -40,7 +40,7 @@ EMA_DECAY = 0.995  # averages over the last few hundred steps: a run here is a f
 # measured on that model, the weighted loss at t = 600 … 999 rises from 0.010 … 0.003 (a third of the low-noise
 # steps' 0.015 … 0.03) to 0.02 … 0.13. With s + 1 (a v-prediction model's loss) they would outweigh all the rest
 # ten to one, though much of a picture's error there cannot be removed (the caption does not say the exact size).
-# On its own this did not teach places either (see PLACE_LOSS_WEIGHT).
+# On its own this did not teach places either (see CAPTION_LOSS_WEIGHT).
 MIN_SNR_GAMMA = 5.0
 HIGH_NOISE_FLOOR = 0.25
 WARMUP_STEPS = 100
@@ -59,26 +59,42 @@ PYRAMID_DISCOUNT = 0.5
 # because they were faint. A linear head on the text encoder's pooled output that must name the first object's place
 # (an auxiliary loss; the head is not part of the checkpoint) breaks that circle: in a trial the place words changed
 # the prediction by 0.30 after 600 steps, most in the named corner.
-PLACE_LOSS_WEIGHT = 0.05
-UNNAMED = -100  # cross_entropy's ignore_index: a dropped caption names no place
+# Shapes were the same circle one step behind. After run 5's 3,350 steps the text encoder's output moved 3.8 between
+# "circle" and "square" (11.8 between "red" and "green"), and the UNet's predicted picture moved 10 - 20 % of the way
+# from a circle's latents to a square's (a colour or size word moved it all the way): the shape targets were missed
+# with soft blobs that all read as squares. A second head names the first object's shape.
+CAPTION_LOSS_WEIGHT = 0.05  # per head
+CAPTION_HEADS = {"place": (POSITIONS, first_place), "shape": (SHAPES, first_shape)}  # classes, reader of a caption
+UNNAMED = -100  # cross_entropy's ignore_index: a dropped caption names nothing
 
 
-def training_batch(data: SceneLatents, size: int, generator: torch.Generator, places: torch.Tensor | None = None):
-    """Latents, their captions' tokens (a tenth of them empty) and, given `places` (see caption_places), the place
-    each caption gives its first object (UNNAMED for the empty ones)."""
+def training_batch(data: SceneLatents, size: int, generator: torch.Generator, labels: dict | None = None):
+    """Latents, their captions' tokens (a tenth of them empty) and, given `labels` (see caption_labels), what each
+    caption says of its first object, by head (UNNAMED for the empty ones)."""
     index = torch.randint(0, len(data.latents), (size,), generator=generator)
     variant = torch.randint(0, data.tokens.shape[1], (size,), generator=generator)
     tokens = data.tokens[index, variant].clone()
     dropped = torch.rand(size, generator=generator) < CAPTION_DROPOUT
     tokens[dropped] = data.empty_tokens
-    named = None if places is None else places[index, variant].masked_fill(dropped, UNNAMED)
+    named = {head: values[index, variant].masked_fill(dropped, UNNAMED) for head, values in (labels or {}).items()}
     return data.latents[index], tokens, named
 
 
-def caption_places(tokens: torch.Tensor) -> torch.Tensor:
-    """For [scenes, captions, 77] token ids, the index in POSITIONS of the place each caption gives its first object."""
+def caption_labels(tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """For [scenes, captions, 77] token ids, by head of CAPTION_HEADS: the index of the class (place, shape) each
+    caption gives its first object."""
     texts = clip_tokenizer().batch_decode(tokens.flatten(0, 1), skip_special_tokens=True)
-    return torch.tensor([POSITIONS.index(first_place(text)) for text in texts]).view(tokens.shape[:2])
+    return {
+        head: torch.tensor([classes.index(read(text)) for text in texts]).view(tokens.shape[:2])
+        for head, (classes, read) in CAPTION_HEADS.items()
+    }
+
+
+def caption_loss(heads: torch.nn.ModuleDict, pooled: torch.Tensor, named: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The auxiliary loss: each head must name its class of the first object from the text encoder's pooled output."""
+    losses = [F.cross_entropy(heads[head](pooled), labels.to(pooled.device), ignore_index=UNNAMED)
+              for head, labels in named.items()]  # fmt: skip
+    return CAPTION_LOSS_WEIGHT * torch.stack(losses).sum()
 
 
 def training_noise(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
@@ -127,26 +143,30 @@ def main() -> None:
     where = device()
     run = args.run or RUNS / "base"
     data = scene_latents(run / "latents.pt", load_vae_weights(), SCENES, SEED).to(where)
-    places = caption_places(data.tokens)
+    labels = caption_labels(data.tokens)
     unet, text_encoder = new_unet(SEED).to(where).train(), new_text_encoder(SEED).to(where).train()
-    place_head = torch.nn.Linear(text_encoder.config.hidden_size, len(POSITIONS)).to(where)
+    heads = torch.nn.ModuleDict(
+        {
+            head: torch.nn.Linear(text_encoder.config.hidden_size, len(classes))
+            for head, (classes, _) in CAPTION_HEADS.items()
+        }
+    ).to(where)
     ema_unet, ema_text = Ema(unet, EMA_DECAY), Ema(text_encoder, EMA_DECAY)
-    params = [*unet.parameters(), *text_encoder.parameters(), *place_head.parameters()]
+    params = [*unet.parameters(), *text_encoder.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
-    modules = {"unet": unet, "text_encoder": text_encoder, "place_head": place_head}
+    modules = {"unet": unet, "text_encoder": text_encoder, "caption_heads": heads}
     modules |= {"ema_unet": ema_unet.model, "ema_text": ema_text.model}
     state = RunState(run, modules, optimizer)
     state.resume(args.fresh)
     generator = torch.Generator().manual_seed(SEED * 1000 + state.step)
     scheduler = noise_scheduler()
     while state.step < args.steps and state.seconds() < args.minutes * 60:
-        latents, tokens, named = training_batch(data, args.batch, generator, places)
+        latents, tokens, named = training_batch(data, args.batch, generator, labels)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(state.step, args.steps, args.lr)
         encoded = text_encoder(tokens.to(where))
         loss = diffusion_loss(unet, encoded.last_hidden_state, scheduler, latents, generator)
-        place_logits = place_head(encoded.pooler_output)
-        loss = loss + PLACE_LOSS_WEIGHT * F.cross_entropy(place_logits, named.to(where), ignore_index=UNNAMED)
+        loss = loss + caption_loss(heads, encoded.pooler_output, named)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -12,9 +12,15 @@ from training.models import CHECKPOINT, CONTROLNET, LORA, MODELS
 from training.scenes import Scene, SceneObject, render
 
 SHIPPED = (CHECKPOINT, CONTROLNET, LORA)
-pytestmark = pytest.mark.skipif(
-    not all(path.exists() for path in SHIPPED), reason="the shipped shapes models have not been trained yet (training/)"
-)
+
+
+def needs(*paths: Path):
+    """Issue 7 trains these files in stages; a test of one that is not in the repository yet cannot run."""
+    missing = [path.name for path in paths if not path.exists()]
+    return pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not trained yet (training/)")
+
+
+pytestmark = needs(CHECKPOINT)
 UNIT = "controlnet_controlnet_0"
 
 
@@ -22,7 +28,7 @@ UNIT = "controlnet_controlnet_0"
 def browser_models(tmp_path_factory) -> Path:
     """A models folder holding only the shipped files (linked, not copied), as on a fresh install."""
     root = tmp_path_factory.mktemp("starter-models")
-    for source in SHIPPED:
+    for source in filter(Path.exists, SHIPPED):
         folder = root / source.parent.relative_to(MODELS)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / source.name).symlink_to(source)
@@ -41,12 +47,25 @@ def test_the_picture_shows_what_the_prompt_says(open_page):
     found = measure(picture)
     assert (found.background, found.objects[0].colour, found.objects[0].position) == ("blue", "red", "top left")
 
-    studio.fill("txt2img_prompt", f"a large red circle at the top left on a blue background <lora:{STARTER_LORA}:1>")
-    studio.generate()
-    [striped] = studio.gallery_images()
-    assert stripe_strength(striped, measure(striped)) > 0.04 > stripe_strength(picture, found)
+
+@needs(LORA)
+def test_the_lora_tag_stripes_the_object(open_page):
+    studio = open_page()
+    studio.set_slider("txt2img_width", 128)
+    studio.set_slider("txt2img_height", 128)
+    studio.fill("txt2img_seed", "3")
+    pictures = []
+    for weight in (0, 1):
+        studio.fill(
+            "txt2img_prompt", f"a large red circle at the top left on a blue background <lora:{STARTER_LORA}:{weight}>"
+        )
+        studio.generate()
+        pictures.extend(studio.gallery_images())
+    plain, striped = pictures
+    assert stripe_strength(striped, measure(striped)) > 0.04 > stripe_strength(plain, measure(plain))
 
 
+@needs(CONTROLNET)
 def test_controlnet_tab_puts_the_object_on_the_uploaded_edges(open_page, tmp_path):
     target = Scene("black", (SceneObject("triangle", "yellow", "large", "top right"),))
     render(target).save(tmp_path / "control.png")

@@ -110,7 +110,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         engine = make_engine(Path(work))
-        results = {"prompts": evaluate_prompts(engine, args.prompts)}
+        results = {"prompts": evaluate_prompts(engine, args.prompts)} if args.prompts else {}
         if args.controls and CONTROLNET.exists():
             results["controlnet"] = evaluate_controlnet(engine, args.controls)
         if args.loras and LORA.exists():

@@ -7,20 +7,14 @@ from pathlib import Path
 import pytest
 
 from core.starter import STARTER_CHECKPOINT, STARTER_CONTROLNET, STARTER_LORA
+from tests.conftest import needs_trained
 from training.measure import measure, stripe_strength
 from training.models import CHECKPOINT, CONTROLNET, LORA, MODELS
 from training.scenes import Scene, SceneObject, render
 
 SHIPPED = (CHECKPOINT, CONTROLNET, LORA)
 
-
-def needs(*paths: Path):
-    """Issue 7 trains these files in stages; a test of one that is not in the repository yet cannot run."""
-    missing = [path.name for path in paths if not path.exists()]
-    return pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not trained yet (training/)")
-
-
-pytestmark = needs(CHECKPOINT)
+pytestmark = needs_trained(CHECKPOINT)
 UNIT = "controlnet_controlnet_0"
 
 
@@ -48,7 +42,7 @@ def test_the_picture_shows_what_the_prompt_says(open_page):
     assert (found.background, found.objects[0].colour, found.objects[0].position) == ("blue", "red", "top left")
 
 
-@needs(LORA)
+@needs_trained(LORA)
 def test_the_lora_tag_stripes_the_object(open_page):
     studio = open_page()
     studio.set_slider("txt2img_width", 128)
@@ -65,7 +59,7 @@ def test_the_lora_tag_stripes_the_object(open_page):
     assert stripe_strength(striped, measure(striped)) > 0.04 > stripe_strength(plain, measure(plain))
 
 
-@needs(CONTROLNET)
+@needs_trained(CONTROLNET)
 def test_controlnet_tab_puts_the_object_on_the_uploaded_edges(open_page, tmp_path):
     target = Scene("black", (SceneObject("triangle", "yellow", "large", "top right"),))
     render(target).save(tmp_path / "control.png")

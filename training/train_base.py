@@ -119,8 +119,13 @@ def diffusion_loss(unet, context, scheduler, latents, generator) -> torch.Tensor
     noise = training_noise(latents.shape, generator).to(latents)
     steps = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
     noisy = scheduler.add_noise(latents, noise, steps.to(latents.device))
-    errors = F.mse_loss(unet(noisy, steps.to(latents.device), context).sample, noise, reduction="none")
-    return (errors.mean(dim=(1, 2, 3)) * loss_weights(scheduler, steps).to(latents)).mean()
+    return weighted_error(unet(noisy, steps.to(latents.device), context).sample, noise, scheduler, steps)
+
+
+def weighted_error(predicted: torch.Tensor, noise: torch.Tensor, scheduler, steps: torch.Tensor) -> torch.Tensor:
+    """The mean squared error of predicted noise, each sample's weighed by its noise level (see loss_weights)."""
+    errors = F.mse_loss(predicted, noise, reduction="none").mean(dim=(1, 2, 3))
+    return (errors * loss_weights(scheduler, steps.cpu()).to(errors)).mean()
 
 
 def loss_weights(scheduler, steps: torch.Tensor) -> torch.Tensor:

@@ -8,13 +8,12 @@ Needs the checkpoint of stage 2; writes models/ControlNet/shapes-canny.safetenso
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from diffusers import ControlNetModel
 
 from training.models import CONTROLNET, RUNS, load_frozen_base, noise_scheduler, save_controlnet
 from training.run_state import Ema, RunState, device, log, parse_args, seed_everything
 from training.scene_latents import scene_latents
-from training.train_base import loss_weights, training_noise
+from training.train_base import training_noise, weighted_error
 
 SEED = 3
 SCENES = 4000
@@ -53,8 +52,7 @@ def main() -> None:
             context = torch.where(dropped[:, None, None], empty_context, context)
         down, mid = controlnet(noisy, steps, context, edges, return_dict=False)
         predicted = unet(noisy, steps, context, down_block_additional_residuals=down, mid_block_additional_residual=mid)
-        errors = F.mse_loss(predicted.sample, noise, reduction="none").mean(dim=(1, 2, 3))
-        loss = (errors * loss_weights(scheduler, steps.cpu()).to(where)).mean()  # the base's weights: places count
+        loss = weighted_error(predicted.sample, noise, scheduler, steps)  # the base's weights: places count
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

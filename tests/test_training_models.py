@@ -3,13 +3,16 @@ LDM single-file layout and read back by the app's loader exactly, the ControlNet
 
 from __future__ import annotations
 
+import random
+
 import torch
 from diffusers import ControlNetModel
 
 from core.devices import choose_policy
 from core.loader import load_checkpoint, load_controlnet
 from training import models
-from training.train_controlnet import HINT_CHANNELS
+from training.scenes import caption, random_scene, without_places
+from training.train_controlnet import HINT_CHANNELS, placeless_tokens
 
 CPU = choose_policy("cpu", "fp32")
 
@@ -40,3 +43,14 @@ def test_its_controlnet_loads_too(tmp_path):
     loaded = load_controlnet(path, CPU, dict(unet.config))
     assert loaded.config.down_block_types == controlnet.config.down_block_types
     _assert_same_half(loaded.state_dict(), controlnet.state_dict())
+
+
+def test_controlnet_captions_lose_their_places_token_for_token():
+    # train_controlnet cuts the places out of the cached token ids (decoded and tokenized again): the same ids as
+    # tokenizing the placeless text directly.
+    rng = random.Random(8)
+    captions = [caption(random_scene(rng, two_objects_fraction=0.5), rng) for _ in range(200)]
+    tokens = models.tokenize(captions).view(100, 2, -1)
+    expected = models.tokenize([without_places(text) for text in captions]).view(100, 2, -1)
+    assert torch.equal(placeless_tokens(tokens), expected)
+    assert not torch.equal(expected, tokens)

@@ -239,6 +239,12 @@ def first_place(text: str) -> str:
     return _PLACE_OF_PHRASE[found.group()] if found else "centre"
 
 
+def without_places(text: str) -> str:
+    """The caption with every position phrase taken out ("a red circle at the top on a blue background" → "a red
+    circle on a blue background"): what a ControlNet user types when the control image says where things go."""
+    return re.sub(" +", " ", _PLACE_PHRASE.sub("", text)).replace(" ,", ",").strip(" ,")
+
+
 _SHAPE_WORD = re.compile(r"\b(" + "|".join(SHAPES) + r")\b")
 
 

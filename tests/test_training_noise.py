@@ -4,6 +4,7 @@ loss weights by noise level, and the base trainer's batches with what their capt
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import torch
 
@@ -15,6 +16,7 @@ from training.train_base import (
     MIN_SNR_GAMMA,
     UNNAMED,
     caption_labels,
+    diffusion_loss,
     loss_weights,
     training_batch,
     training_noise,
@@ -53,6 +55,22 @@ def test_loss_weights_keep_min_snr_at_low_noise_and_lift_high_noise():
     assert picture_weights.min() >= HIGH_NOISE_FLOOR - 1e-6 and picture_weights.max() <= MIN_SNR_GAMMA + 1e-6
     # At the last step plain min-SNR would count a picture error 0.005 times; now 0.25 times, 50x as much.
     assert weights[-1] > 50 * (snr[-1].clamp(max=MIN_SNR_GAMMA) / snr[-1])
+
+
+def test_the_loras_loss_draws_only_low_noise_timesteps():
+    # train_lora trains its style below STYLE_STEPS only; the base draws from the whole schedule.
+    drawn = []
+
+    def record(noisy, steps, context):
+        drawn.append(steps)
+        return SimpleNamespace(sample=torch.zeros_like(noisy))
+
+    latents, scheduler = torch.zeros(SHAPE), noise_scheduler()
+    for below in (600, None):
+        diffusion_loss(record, None, scheduler, latents, torch.Generator().manual_seed(0), below=below)
+    low, everywhere = drawn
+    assert 550 < int(low.max()) < 600 and int(low.min()) < 50
+    assert int(everywhere.max()) > 950
 
 
 def test_batches_label_each_captions_first_object_and_nothing_for_dropped_captions():

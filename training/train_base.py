@@ -113,11 +113,12 @@ def training_noise(shape: torch.Size, generator: torch.Generator) -> torch.Tenso
     return noise / noise.std()
 
 
-def diffusion_loss(unet, context, scheduler, latents, generator) -> torch.Tensor:
+def diffusion_loss(unet, context, scheduler, latents, generator, below: int | None = None) -> torch.Tensor:
     """The epsilon-prediction loss every SD1 model is trained with, weighted by noise level (see MIN_SNR_GAMMA);
-    `context` is the text encoder's last hidden state for the latents' captions."""
+    `context` is the text encoder's last hidden state for the latents' captions. Timesteps are drawn uniformly from
+    all of the schedule's, or only from those below `below`."""
     noise = training_noise(latents.shape, generator).to(latents)
-    steps = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
+    steps = torch.randint(0, below or scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
     noisy = scheduler.add_noise(latents, noise, steps.to(latents.device))
     return weighted_error(unet(noisy, steps.to(latents.device), context).sample, noise, scheduler, steps)
 

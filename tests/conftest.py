@@ -41,11 +41,6 @@ def models_dir(tmp_path_factory) -> Path:
     return root
 
 
-def needs_trained(path: Path):
-    """Issue 7 trains the shipped shapes files in stages; a test of one that is not in the repository yet cannot run."""
-    return pytest.mark.skipif(not path.exists(), reason=f"{path.name} has not been trained yet (training/)")
-
-
 def make_engine(models_dir: Path, outputs_dir: Path, cache_dir: Path, capacity: int = 2) -> Engine:
     registry = ModelRegistry(models_dir, HashCache(cache_dir / "models.json"))
     policy = choose_policy("cpu", "fp32")

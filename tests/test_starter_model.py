@@ -10,12 +10,11 @@ from PIL import Image, ImageDraw
 
 from core.request import ControlNetUnit, GenerationRequest
 from core.starter import STARTER_CHECKPOINT, STARTER_CONTROLNET, STARTER_LORA, STARTER_RESOLUTION
-from tests.conftest import make_engine, needs_trained
+from tests.conftest import make_engine
 from training.measure import measure, score, stripe_strength
-from training.models import CHECKPOINT, CONTROLNET, LORA, MODELS
+from training.models import MODELS
 from training.scenes import Scene, SceneObject, evaluation_prompts, object_box, render
 
-pytestmark = needs_trained(CHECKPOINT)
 SAMPLING = dict(sampler_name="DPM++ 2M", scheduler="Karras", steps=20, cfg_scale=6.0, preview_method="None")
 
 
@@ -73,7 +72,6 @@ def test_inpainting_recolours_the_masked_object_and_keeps_the_rest(engine):
     assert np.array_equal(np.asarray(result)[outside], np.asarray(source)[outside])
 
 
-@needs_trained(CONTROLNET)
 def test_controlnet_puts_the_object_where_the_edges_are(engine):
     target = Scene("black", (SceneObject("triangle", "yellow", "large", "top right"),))
     unit = ControlNetUnit(image=render(target), module="canny", model=STARTER_CONTROLNET, pixel_perfect=True)
@@ -82,7 +80,6 @@ def test_controlnet_puts_the_object_where_the_edges_are(engine):
     assert [m.objects[0].position if m.objects else None for m in placed] == ["top right"] * 3
 
 
-@needs_trained(LORA)
 def test_the_lora_stripes_objects_and_weight_0_does_not(engine):
     prompt = "a large orange square in the centre on a cyan background"
     plain = generate(engine, f"{prompt} <lora:{STARTER_LORA}:0>", 7)

@@ -117,10 +117,17 @@ def diffusion_loss(unet, context, scheduler, latents, generator, below: int | No
     """The epsilon-prediction loss every SD1 model is trained with, weighted by noise level (see MIN_SNR_GAMMA);
     `context` is the text encoder's last hidden state for the latents' captions. Timesteps are drawn uniformly from
     all of the schedule's, or only from those below `below`."""
+    noisy, noise, steps = noised(latents, scheduler, generator, below)
+    return weighted_error(unet(noisy, steps, context).sample, noise, scheduler, steps)
+
+
+def noised(latents: torch.Tensor, scheduler, generator: torch.Generator, below: int | None = None):
+    """(noisy latents, their noise, their timesteps): training noise at timesteps drawn uniformly from the whole
+    schedule, or from those below `below`; on the latents' device."""
     noise = training_noise(latents.shape, generator).to(latents)
     steps = torch.randint(0, below or scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
-    noisy = scheduler.add_noise(latents, noise, steps.to(latents.device))
-    return weighted_error(unet(noisy, steps.to(latents.device), context).sample, noise, scheduler, steps)
+    steps = steps.to(latents.device)
+    return scheduler.add_noise(latents, noise, steps), noise, steps
 
 
 def weighted_error(predicted: torch.Tensor, noise: torch.Tensor, scheduler, steps: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from training.models import CONTROLNET, RUNS, load_frozen_base, noise_scheduler,
 from training.run_state import Ema, RunState, device, log, parse_args, seed_everything
 from training.scene_latents import scene_latents
 from training.scenes import without_places
-from training.train_base import training_noise, weighted_error
+from training.train_base import noised, weighted_error
 
 SEED = 3
 SCENES = 4000
@@ -56,9 +56,7 @@ def main() -> None:
         variant = torch.randint(0, data.tokens.shape[1], (args.batch,), generator=generator)
         latents = data.latents[index].to(where)
         edges = (data.edges[index].float() / 255).expand(-1, 3, -1, -1).to(where)  # the pipeline's 0..1 RGB map
-        noise = training_noise(latents.shape, generator).to(where)
-        steps = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch,), generator=generator).to(where)
-        noisy = scheduler.add_noise(latents, noise, steps)
+        noisy, noise, steps = noised(latents, scheduler, generator)
         with torch.no_grad():
             unplaced = torch.rand(args.batch, generator=generator) < PLACELESS_SHARE
             tokens = torch.where(unplaced[:, None], placeless[index, variant], data.tokens[index, variant])

@@ -121,7 +121,10 @@ class LoraLibrary:
                 use = LoraUse(first.name, first.te + use.te, first.unet + use.unet)
             active[adapter.name] = (use, entry, adapter)
         chosen = list(active.values())
-        self._activate(pipe, state, [(use, adapter) for use, _, adapter in chosen])
+        # PEFT adds the adapters' outputs in the order given, and float sums depend on their order: one canonical
+        # order (the files' names) gives the same pixels for the same tags in any order, on every machine.
+        canonical = sorted(chosen, key=lambda item: item[1].name)
+        self._activate(pipe, state, [(use, adapter) for use, _, adapter in canonical])
         self._evict(pipe, state, keep=set(active))
         hashes = [(use.name, lora_hash(self.registry, entry)) for use, entry, _ in chosen]
         return AppliedLoras(notices, hashes)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from core.errors import UserError
+from core.untrusted_images import MAX_UPLOAD_BYTES, open_image, size_problem
 
 MAX_SIDE = 4096  # pixels; beyond this a single image would not fit in memory on consumer GPUs
 MAX_PIXELS = 2048 * 2048 * 2  # total area limit for one image
@@ -19,8 +19,8 @@ MAX_STEPS = 150  # A1111's slider maximum
 MAX_BATCH_SIZE = 16
 MAX_BATCH_COUNT = 100
 MAX_CLIP_SKIP = 12
-MAX_IMAGE_SIDE = 4096  # uploaded images (init image, mask): "Only masked" works at the upload's own size
-MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_PROMPT_LENGTH = 20_000  # characters; A1111's longest real prompts are a few thousand
+MAX_NAME_LENGTH = 1_000  # a model, sampler or style name
 MAX_MASK_BLUR = 64  # A1111's slider maximum
 MAX_PADDING = 256  # A1111's "Only masked padding, pixels" slider maximum
 
@@ -86,8 +86,8 @@ class ControlNetUnit:
             problems.append(f"{name} is enabled but has no control image: upload one (or disable the unit).")
         elif self.use_input_image and not has_input_image:
             problems.append(f"{name} uses the input image, but there is none: upload one or untick the option.")
-        elif self.image is not None and _too_large(*self.image.size):
-            problems.append(f"{name}'s image is {self.image.width}x{self.image.height}; scale it down first.")
+        elif self.image is not None and (problem := size_problem(f"{name}'s image", *self.image.size)):
+            problems.append(problem)
         if self.module not in PREPROCESSORS:
             problems.append(f"{name}: unknown preprocessor {self.module!r}; choose one of: {', '.join(PREPROCESSORS)}.")
         if self.model in ("", "None"):
@@ -187,12 +187,31 @@ class GenerationRequest:
 
     def validated(self) -> GenerationRequest:
         """Return self when every value is usable, else raise UserError saying what to change."""
+        problems = self._text_problems()
+        if problems:  # nothing else is looked at in a request that is already too long to read
+            raise UserError(" ".join(problems))
         problems = self._generation_problems() + self._image_problems() + self._controlnet_problems()
         if not self.checkpoint:
             problems.append("No checkpoint chosen.")
         if problems:
             raise UserError(" ".join(problems))
         return self
+
+    def _text_problems(self) -> list[str]:
+        problems = []
+        for label, text in (("The prompt", self.prompt), ("The negative prompt", self.negative_prompt)):
+            if len(text) > MAX_PROMPT_LENGTH:
+                problems.append(f"{label} is {len(text):,} characters; at most {MAX_PROMPT_LENGTH:,} are accepted.")
+        names = [("checkpoint", self.checkpoint), ("VAE", self.vae), ("sampler", self.sampler_name)]
+        names += [("schedule type", self.scheduler), *(("style", style) for style in self.styles)]
+        names += [("ControlNet model", unit.model) for unit in self.controlnet_units]
+        names += [("preprocessor", unit.module) for unit in self.controlnet_units]
+        for label, name in names:
+            if len(name) > MAX_NAME_LENGTH:
+                problems.append(f"The {label} name is {len(name):,} characters long; no such name exists.")
+        if any("\0" in text for text in (self.prompt, self.negative_prompt, *(name for _, name in names))):
+            problems.append("The request holds a NUL character, which no prompt or name may contain.")
+        return problems
 
     def _generation_problems(self) -> list[str]:
         # Imported here so the request module stays importable without torch/diffusers.
@@ -240,11 +259,8 @@ class GenerationRequest:
             what = "inpaint" if self.mask is not None else "outpaint"
             problems.append(f"No image: upload the picture to {what} (the mask alone is not enough).")
         for what, image in (("image", self.init_image), ("mask", self.mask)):
-            if image is not None and _too_large(*image.size):
-                problems.append(
-                    f"The {what} is {image.width}x{image.height}; the largest accepted is {MAX_IMAGE_SIDE} px "
-                    f"a side and {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels. Scale it down first."
-                )
+            if image is not None and (problem := size_problem(what, *image.size)):
+                problems.append(problem)
         if not 0 <= self.denoising_strength <= 1:
             problems.append(f"Denoising strength must be 0–1, not {self.denoising_strength}.")
         for name, (label, choices) in _CHOICES.items():
@@ -304,10 +320,6 @@ class GenerationRequest:
         return cls(**kwargs)
 
 
-def _too_large(width: int, height: int) -> bool:
-    return max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS
-
-
 def _coerce(key: str, kind: str, value: Any, choices: Mapping[str, tuple[str, tuple[str, ...]]] = _CHOICES) -> Any:
     if key in choices and isinstance(value, str):
         labels = [label.lower() for label in choices[key][1]]
@@ -338,18 +350,19 @@ def _to_bool(value: Any) -> bool:
 
 
 def to_image(value: Any, name: str = "image") -> Image.Image:
-    """A PIL image from what a UI or an API client sends: a PIL image, an array, or base64 text."""
+    """A PIL image from what a UI or an API client sends: a PIL image, an array, or base64 text. Base64 is
+    bounded before it is decoded, and the image's size is checked from its header before its pixels are."""
     if isinstance(value, Image.Image):
         return value
     if hasattr(value, "__array_interface__"):
         return Image.fromarray(value)
     if isinstance(value, str):
         text = value.split(",", 1)[1] if value.startswith("data:") else value
+        if len(text) > MAX_UPLOAD_BYTES * 4 // 3 + 4:
+            raise UserError(f"{name} is over {MAX_UPLOAD_BYTES // 2**20} MB; scale it down first.")
         try:
             data = base64.b64decode(text, validate=True)
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                return image
-        except (binascii.Error, UnidentifiedImageError, OSError) as exc:
+        except (binascii.Error, ValueError) as exc:
             raise UserError(f"{name} is not an image (expected a PNG/JPEG, base64-encoded).") from exc
+        return open_image(data, name)
     raise UserError(f"{name} is not an image: got {type(value).__name__}.")

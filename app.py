@@ -8,9 +8,11 @@ import os
 import sys
 from pathlib import Path
 
-# Offline always: no model, config or tokenizer is ever fetched from a hub (set before those libraries import).
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Offline always, whatever the environment says: no model, config or tokenizer is ever fetched from a hub (set
+# before those libraries import).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 ROOT = Path(__file__).resolve().parent
 
@@ -26,6 +28,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--gradio-auth", metavar="USER:PASS[,USER:PASS…]", help="require a login for the web UI and API"
+    )
+    parser.add_argument(
+        "--gradio-auth-path", type=Path, metavar="FILE", help="read logins (user:pass, commas or lines) from a file"
+    )
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="DANGER: serve --listen/--share WITHOUT a login (anyone who reaches the address can use it)",
     )
     parser.add_argument("--models-dir", type=Path, help="models folder in A1111's layout (default: ./models)")
     parser.add_argument("--outputs-dir", type=Path, help="where images are saved (default: ./outputs)")
@@ -45,54 +55,64 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
-    if not value:
-        return None
-    pairs = []
-    for item in value.split(","):
-        user, sep, password = item.strip().partition(":")
-        if not sep or not user:
-            raise SystemExit(f"--gradio-auth expects user:password pairs separated by commas, got {item!r}")
-        pairs.append((user, password))
-    return pairs
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    auth = parse_auth(args.gradio_auth)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.set_verbosity_error()  # its dtype-cast notices would drown the log at every model load
-
-    from core.devices import choose_policy
-    from core.engine import Engine
+    from core.access import plan_login
     from core.errors import UserError
-    from core.model_cache import ModelCache
-    from core.outputs import OutputWriter
-    from core.registry import HashCache, ModelRegistry
     from core.settings import Settings, resolve_folder
-    from core.starter import first_start_defaults
-    from core.styles import StyleLibrary
-    from ui.app_ui import CSS, JS, build_ui
-    from ui.model_pickers import default_checkpoint
-    from ui.remembered import load_or_create_secret
-    from ui.services import Services
+    from core.untrusted_images import limit_pillow
 
+    limit_pillow()
     first_start = not args.config.exists()
     settings = Settings.load(args.config)
     if args.models_dir:
         settings.models_dir = str(args.models_dir)
     if args.outputs_dir:
         settings.outputs_dir = str(args.outputs_dir)
+    cache_dir = resolve_folder(settings.cache_dir, ROOT)
+    try:
+        login = plan_login(
+            reachable_by_others=args.listen or args.share,
+            auth=args.gradio_auth,
+            auth_path=args.gradio_auth_path,
+            insecure_no_auth=args.insecure_no_auth,
+            cache_dir=cache_dir,
+        )
+        outputs_dir = _served_outputs(settings, args)
+    except UserError as exc:
+        raise SystemExit(str(exc)) from exc
+    # Uploads are kept in our cache, not a /tmp/gradio shared with every Gradio app of this machine (Gradio serves
+    # its upload folder); set before Gradio is imported.
+    os.environ["GRADIO_TEMP_DIR"] = str(cache_dir / "uploads")
+
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()  # its dtype-cast notices would drown the log at every model load
+
+    from ui.job_limits import limit_waiting_jobs
+
+    from core.devices import choose_policy
+    from core.engine import Engine
+    from core.model_cache import ModelCache
+    from core.outputs import OutputWriter
+    from core.registry import HashCache, ModelRegistry
+    from core.starter import first_start_defaults
+    from core.styles import StyleLibrary
+    from core.untrusted_images import MAX_UPLOAD_BYTES
+    from ui.app_ui import CSS, JS, build_ui
+    from ui.model_pickers import default_checkpoint
+    from ui.remembered import load_or_create_secret
+    from ui.services import Services
+
     try:
         policy = choose_policy(args.device, args.precision)
     except UserError as exc:
         raise SystemExit(str(exc)) from exc
     if policy.note:
         print(policy.note, file=sys.stderr)
-    cache_dir = resolve_folder(settings.cache_dir, ROOT)
-    registry = ModelRegistry(resolve_folder(settings.models_dir, ROOT), HashCache(cache_dir / "models.json"))
+    models_dir = resolve_folder(settings.models_dir, ROOT)
+    registry = ModelRegistry(models_dir, HashCache(cache_dir / "models.json"))
     if first_start:
         first_start_defaults(settings, default_checkpoint(registry, settings.default_checkpoint))
     models = ModelCache(
@@ -101,27 +121,30 @@ def main(argv: list[str] | None = None) -> None:
         capacity=lambda: settings.model_cache_size,
         sd2_prediction=lambda: settings.sd2_prediction_type,
     )
-    outputs_dir = resolve_folder(settings.outputs_dir, ROOT)
     outputs = OutputWriter(outputs_dir, lambda: settings.save_control_maps)
     engine = Engine(models, outputs, policy, StyleLibrary(args.styles_file))
-    served_folders = [str(outputs_dir)]  # Services adds a new output folder here when the Settings tab changes it
     services = Services(
         engine,
         registry,
         settings,
         args.config,
         base_dir=ROOT,
-        served_folders=served_folders,
         ui_secret=load_or_create_secret(cache_dir / "browser-state.key"),
     )
-    page = build_ui(services)
-    page.queue(default_concurrency_limit=1)
+    page = build_ui(services, banner=login.banner)
+    page.queue(default_concurrency_limit=1, max_size=MAX_QUEUED_JOBS)
+    limit_waiting_jobs(page, MAX_WAITING_JOBS_PER_SESSION)
+    if login.announcement:
+        print(login.announcement, file=sys.stderr, flush=True)  # printed, never logged: it may hold a password
     _, local_url, share_url = page.launch(
         server_name="0.0.0.0" if args.listen else "127.0.0.1",
         server_port=args.port,
         share=args.share,
-        auth=auth,
-        allowed_paths=served_folders,
+        auth=login.credentials,
+        # Served: the output folder (fixed now; no request can add one) and Gradio's own assets and uploads.
+        allowed_paths=[str(outputs_dir)],
+        blocked_paths=[str(p) for p in (models_dir, cache_dir / "login.txt", args.config, args.styles_file)],
+        max_file_size=MAX_UPLOAD_BYTES,
         theme=gr_theme(),
         css=CSS,
         js=JS,
@@ -133,6 +156,21 @@ def main(argv: list[str] | None = None) -> None:
             "Could not create a public share link (no internet?). Serving locally only at " + local_url, file=sys.stderr
         )
     page.block_thread()
+
+
+MAX_QUEUED_JOBS = 64  # jobs waiting in the whole queue (every visitor together)
+MAX_WAITING_JOBS_PER_SESSION = 4  # jobs one browser session may have waiting behind the running one
+
+
+def _served_outputs(settings, args: argparse.Namespace) -> Path:
+    """The output folder, refused when serving it would also serve the program, models, cache or settings."""
+    from core.served_files import checked_output_folder, never_served
+    from core.settings import resolve_folder
+
+    protected = never_served(settings, ROOT, args.config, args.styles_file)
+    outputs_dir = checked_output_folder(resolve_folder(settings.outputs_dir, ROOT), protected)
+    outputs_dir.mkdir(parents=True, exist_ok=True)
+    return outputs_dir
 
 
 def gr_theme():

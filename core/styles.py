@@ -11,10 +11,12 @@ from typing import Any
 
 from core.errors import UserError
 from core.infotext import parse_infotext, request_fields
+from core.request import MAX_NAME_LENGTH, MAX_PROMPT_LENGTH
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("name", "prompt", "negative_prompt")
+MAX_STYLES = 10_000  # styles.csv is read whole at every change; visitors of a shared page can save styles too
 PLACEHOLDER = "{prompt}"
 
 
@@ -99,8 +101,14 @@ class StyleLibrary:
             raise UserError("Give the style a name.")
         if not (style.prompt.strip() or style.negative_prompt.strip()):
             raise UserError("The prompt and negative prompt are empty: there is nothing to save as a style.")
+        if len(name) > MAX_NAME_LENGTH or max(len(style.prompt), len(style.negative_prompt)) > MAX_PROMPT_LENGTH:
+            raise UserError(
+                f"A style name is at most {MAX_NAME_LENGTH:,} characters and its prompts {MAX_PROMPT_LENGTH:,} each."
+            )
         with self._lock:
             self._reload_if_changed()
+            if name not in self._styles and len(self._styles) >= MAX_STYLES:
+                raise UserError(f"styles.csv already holds {MAX_STYLES:,} styles; remove some first.")
             self._styles[name] = Style(name, style.prompt, style.negative_prompt)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + ".tmp")

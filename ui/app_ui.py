@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 import gradio as gr
@@ -20,6 +21,7 @@ CSS = """
 .tool-button { max-width: 2.75em; min-width: 2.75em !important; height: 2.75em; align-self: center; padding: 0;
   font-size: 1.15em; }
 .settings-section { margin-top: .6em; }
+.server-banner { padding: .6em 1em; border-radius: 6px; background: #b91c1c; color: #fff; font-weight: 600; }
 .job-progress { position: relative; height: 1.6em; border-radius: 6px; background: var(--block-background-fill);
   border: 1px solid var(--border-color-primary); overflow: hidden; }
 .job-progress-bar { position: absolute; inset: 0 auto 0 0; background: var(--color-accent-soft);
@@ -55,8 +57,11 @@ JS = """
 """.replace("TOOLTIPS", json.dumps(TOOLTIPS, ensure_ascii=False))
 
 
-def build_ui(services: Services) -> gr.Blocks:
+def build_ui(services: Services, banner: str = "") -> gr.Blocks:
+    """`banner`: a warning shown at the top of every page (e.g. that the server has no login)."""
     with gr.Blocks(title="SD Studio") as page:
+        if banner:
+            gr.HTML(f'<div class="server-banner" role="alert">{html.escape(banner)}</div>', elem_id="server_banner")
         pickers = build_model_pickers(services.registry, services.settings.default_checkpoint)
         remembered = {"models": pickers.remembered(services.registry, services.settings)}
         with gr.Tabs() as tabs:
@@ -73,9 +78,8 @@ def build_ui(services: Services) -> gr.Blocks:
             with gr.Tab("Settings", id="settings"):
                 build_settings_tab(page, services, list(remembered))
         for source in generation_tabs:
-            styles = services.engine.styles
-            connect_send_to(source, img2img, source.results.send_to_img2img, tabs, styles)
-            connect_send_to(source, inpaint, source.results.send_to_inpaint, tabs, styles)
+            connect_send_to(source, img2img, source.results.send_to_img2img, tabs, services)
+            connect_send_to(source, inpaint, source.results.send_to_inpaint, tabs, services)
         for scope, fields in remembered.items():
             remember_values(page, scope, fields, services.ui_secret)
     return page

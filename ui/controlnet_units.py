@@ -10,6 +10,7 @@ import gradio as gr
 from core.errors import UserError
 from core.preprocessors import PREPROCESSORS, Slider
 from core.request import CONTROL_MODES, CONTROL_RESIZE_MODES, MAX_CONTROL_WEIGHT, ControlNetUnit
+from ui.checked_uploads import CheckedImage
 from ui.services import Services
 from ui.symbols import REFRESH
 
@@ -62,7 +63,9 @@ def build_controlnet_units(
 def _build_unit(mode: str, index: int, services: Services, has_input_image: bool) -> UnitWidgets:
     prefix = f"{mode}_controlnet_{index}"
     with gr.Row():
-        image = gr.Image(type="pil", sources=["upload", "clipboard"], label="Control image", elem_id=f"{prefix}_image")
+        image = CheckedImage(
+            type="pil", sources=["upload", "clipboard"], label="Control image", elem_id=f"{prefix}_image"
+        )
         detected = gr.Image(label="Preprocessor preview", interactive=False, format="png", elem_id=f"{prefix}_map")
     with gr.Row():
         enabled = gr.Checkbox(False, label="Enable", elem_id=f"{prefix}_enabled")

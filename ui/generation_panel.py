@@ -10,8 +10,9 @@ import gradio as gr
 
 from core.errors import UserError
 from core.outputs import read_infotext
-from core.request import MAX_BATCH_COUNT, MAX_CLIP_SKIP, MAX_STEPS, GenerationRequest
+from core.request import MAX_BATCH_COUNT, MAX_CLIP_SKIP, MAX_PROMPT_LENGTH, MAX_STEPS, GenerationRequest
 from core.samplers import SAMPLERS, SCHEDULE_TYPES
+from core.served_files import produced_file
 from core.settings import Settings
 from ui.controlnet_units import take_units
 from ui.job_runner import run_job
@@ -44,10 +45,16 @@ def build_prompt_row(mode: str, services: Services) -> PromptRow:
     with gr.Row():
         with gr.Column(scale=5):
             prompt = gr.Textbox(
-                label="Prompt", lines=3, placeholder="Prompt (Ctrl+Enter to generate)", elem_id=f"{mode}_prompt"
+                label="Prompt",
+                lines=3,
+                placeholder="Prompt (Ctrl+Enter to generate)",
+                max_length=MAX_PROMPT_LENGTH,
+                elem_id=f"{mode}_prompt",
             )
             token_counter(prompt, f"{mode}_token_counter")
-            negative = gr.Textbox(label="Negative prompt", lines=2, elem_id=f"{mode}_neg_prompt")
+            negative = gr.Textbox(
+                label="Negative prompt", lines=2, max_length=MAX_PROMPT_LENGTH, elem_id=f"{mode}_neg_prompt"
+            )
             token_counter(negative, f"{mode}_negative_token_counter")
         with gr.Column(scale=1, min_width=160):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{mode}_generate")
@@ -113,6 +120,7 @@ class ResultPanel:
     send_to_img2img: gr.Button
     send_to_inpaint: gr.Button
     seeds: gr.State  # seeds of the last job's images (♻ reuses the first)
+    paths: gr.State  # the files of the last job's images, in gallery order (kept on the server, never sent)
     selected: gr.State  # path of the image chosen in the gallery (the first one of a new result)
 
 
@@ -127,7 +135,9 @@ def build_result_panel(mode: str) -> ResultPanel:
         send_to_img2img = gr.Button("Send to img2img", size="sm", elem_id=f"{mode}_send_to_img2img")
         send_to_inpaint = gr.Button("Send to inpaint", size="sm", elem_id=f"{mode}_send_to_inpaint")
     infotext = gr.Textbox(label="Generation parameters", lines=4, interactive=False, elem_id=f"{mode}_infotext")
-    return ResultPanel(progress, preview, gallery, infotext, send_to_img2img, send_to_inpaint, gr.State([]), gr.State())
+    return ResultPanel(
+        progress, preview, gallery, infotext, send_to_img2img, send_to_inpaint, gr.State([]), gr.State([]), gr.State()
+    )
 
 
 @dataclass(frozen=True)
@@ -185,19 +195,23 @@ def connect_generation(
         for preview_image, progress_html, result in run_job(services, job, session, output_mode):
             if result is None:
                 shown = gr.update(value=preview_image, visible=True) if preview_image is not None else gr.skip()
-                yield shown, progress_html, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+                yield shown, progress_html, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             else:
                 images = [(str(img.path), f"Seed {img.seed}") for img in result.images]
                 first = result.images[0] if result.images else None
                 seeds = [img.seed for img in result.images]
+                paths = [str(img.path) for img in result.images]
                 selected = str(first.path) if first and first.path else None
                 hidden = gr.update(value=None, visible=False)
-                yield hidden, progress_html, images, first.infotext if first else "", seeds, selected
+                yield hidden, progress_html, images, first.infotext if first else "", seeds, paths, selected
 
     (button or prompt_row.generate).click(
         generate,
         inputs=list(all_fields.values()),
-        outputs=[results.preview, results.progress, results.gallery, results.infotext, results.seeds, results.selected],
+        outputs=[
+            *(results.preview, results.progress, results.gallery, results.infotext),
+            *(results.seeds, results.paths, results.selected),
+        ],
         concurrency_id="gpu",  # every GPU job of every tab shares one queue
         concurrency_limit=1,
         api_name=api_name or mode,
@@ -225,19 +239,23 @@ def connect_job_controls(services: Services, prompt_row: PromptRow, controls: Sa
     controls.reuse_seed.click(
         lambda seeds: seeds[0] if seeds else -1, inputs=results.seeds, outputs=seed, queue=False, api_name=False
     )
-    results.gallery.select(_select_image, outputs=[results.infotext, results.selected], api_name=False)
+    outputs_dir = services.engine.outputs.outputs_dir
 
+    def select_image(paths: list[str], evt: gr.SelectData):
+        """The infotext of the image clicked in the gallery, read back from its PNG, and its path. The browser
+        says only which place was clicked; the file is the one this server put there (never a path it sends)."""
+        index = evt.index if isinstance(evt.index, int) else -1
+        if not 0 <= index < len(paths):
+            return gr.skip(), gr.skip()
+        try:
+            path = produced_file(paths[index], outputs_dir)
+            return read_infotext(path) or "", str(path)
+        except (UserError, OSError):  # the file was moved or deleted since it was shown
+            return gr.skip(), gr.skip()
 
-def _select_image(evt: gr.SelectData):
-    """The infotext of the image clicked in the gallery, read back from its PNG, and its path."""
-    image = evt.value.get("image") if isinstance(evt.value, dict) else None
-    path = image.get("path") if isinstance(image, dict) else None
-    if not path:
-        return gr.skip(), gr.skip()
-    try:
-        return read_infotext(path) or "", path
-    except OSError:  # the file was moved or deleted since it was shown
-        return gr.skip(), gr.skip()
+    results.gallery.select(
+        select_image, inputs=results.paths, outputs=[results.infotext, results.selected], api_name=False
+    )
 
 
 def remembered_values(tab_fields: dict[str, gr.components.Component], services: Services) -> dict[str, Remembered]:

@@ -7,6 +7,7 @@ import gradio as gr
 from PIL import Image
 
 from core.request import RESIZE_MODES
+from ui.checked_uploads import CheckedImage
 from ui.controlnet_units import build_controlnet_units
 from ui.generation_panel import (
     GenerationTab,
@@ -29,7 +30,7 @@ def build_img2img_tab(services: Services, pickers: ModelPickers) -> GenerationTa
     prompt_row = build_prompt_row(MODE, services)
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.Image(
+            image = CheckedImage(
                 type="pil",
                 sources=["upload", "clipboard"],
                 label="Image for img2img (drop, paste or upload)",

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from core.request import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, MAX_MASK_BLUR, MAX_PADDING
+from ui.checked_uploads import CheckedImage, CheckedImageEditor
 from ui.controlnet_units import build_controlnet_units
 from ui.generation_panel import (
     GenerationTab,
@@ -30,7 +31,7 @@ def build_inpaint_tab(services: Services, pickers: ModelPickers) -> GenerationTa
     prompt_row = build_prompt_row(MODE, services)
     with gr.Row():
         with gr.Column(scale=1):
-            editor = gr.ImageEditor(
+            editor = CheckedImageEditor(
                 type="pil",
                 sources=["upload", "clipboard"],
                 label="Image: draw over the part to repaint",
@@ -43,7 +44,7 @@ def build_inpaint_tab(services: Services, pickers: ModelPickers) -> GenerationTa
                 elem_id="inpaint_editor",
             )
             with gr.Accordion("Upload a mask instead (white = repaint)", open=False):
-                mask_upload = gr.Image(
+                mask_upload = CheckedImage(
                     type="pil", sources=["upload", "clipboard"], image_mode="L", label="Mask", elem_id="inpaint_mask"
                 )
             options = build_inpaint_options()

@@ -81,6 +81,10 @@ def build_model_pickers(registry: ModelRegistry, preferred_checkpoint: str = "")
         message = empty_models_message(registry)
         return gr.update(choices=new_choices, value=value), gr.update(value=message, visible=bool(message))
 
-    refresh_checkpoints.click(refresh, inputs=checkpoint, outputs=[checkpoint, notice], queue=False)
-    refresh_vaes.click(lambda: gr.update(choices=vae_choices(registry)), outputs=vae, queue=False)
+    refresh_checkpoints.click(
+        refresh, inputs=checkpoint, outputs=[checkpoint, notice], queue=False, api_visibility="private"
+    )
+    refresh_vaes.click(
+        lambda: gr.update(choices=vae_choices(registry)), outputs=vae, queue=False, api_visibility="private"
+    )
     return ModelPickers(checkpoint, vae)

@@ -8,6 +8,7 @@ import gradio as gr
 
 from core.errors import UserError
 from core.prompt_encoding import count_tokens
+from core.request import MAX_NAME_LENGTH, MAX_PROMPT_LENGTH
 from core.styles import Style, StyleLibrary
 from core.tokenizers import clip_tokenizer
 from ui.symbols import REFRESH
@@ -30,6 +31,8 @@ def token_counter(box: gr.Textbox, elem_id: str) -> gr.HTML:
 
 def _counter_html(text: str) -> str:
     # The CLIP tokenizer is the same for every SD1/SD2/SDXL checkpoint, so no model needs to be loaded to count.
+    if len(text or "") > MAX_PROMPT_LENGTH:  # never tokenize what Generate would refuse anyway
+        return f'<span class="token-count">over {MAX_PROMPT_LENGTH:,} characters</span>'
     used, limit = count_tokens(text or "", clip_tokenizer())
     return f'<span class="token-count">{used}/{limit}</span>'
 
@@ -54,7 +57,7 @@ def build_style_picker(mode: str, styles: StyleLibrary | None) -> StylePicker:
             REFRESH, scale=0, min_width=40, elem_id=f"{mode}_styles_refresh", elem_classes="tool-button"
         )
     with gr.Accordion("Save prompts as a style", open=False, elem_id=f"{mode}_style_save_box"):
-        name = gr.Textbox(label="Style name", elem_id=f"{mode}_style_name")
+        name = gr.Textbox(label="Style name", max_length=MAX_NAME_LENGTH, elem_id=f"{mode}_style_name")
         save = gr.Button("Save style", size="sm", elem_id=f"{mode}_style_save")
         message = gr.Markdown(elem_id=f"{mode}_style_message")
     return StylePicker(dropdown, refresh, name, save, message)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import gradio as gr
 from PIL import Image
 
+from core.errors import UserError
 from core.outputs import read_infotext
 from core.request import GenerationRequest
-from core.styles import StyleLibrary, pasted_fields
+from core.served_files import produced_file
+from core.styles import pasted_fields
 from ui.generation_panel import GenerationTab
+from ui.services import Services
 
 # What A1111 pastes from an image's infotext into the receiving tab.
 SENT_FIELDS = (
@@ -28,18 +31,20 @@ SENT_FIELDS = (
 
 
 def connect_send_to(
-    source: GenerationTab, target: GenerationTab, button: gr.Button, tabs: gr.Tabs, styles: StyleLibrary | None
+    source: GenerationTab, target: GenerationTab, button: gr.Button, tabs: gr.Tabs, services: Services
 ) -> None:
+    styles, outputs_dir = services.engine.styles, services.engine.outputs.outputs_dir
     names = [name for name in SENT_FIELDS if name in target.fields]
     outputs = [target.image_input, *(target.fields[name] for name in names), tabs]
 
     def send(path: str | None):
-        if not path:
-            raise gr.Error("Generate an image first (or click one in the gallery).")
-        try:
+        try:  # the path is the server's own (a State), checked again: only a file this server saved is opened
+            path = produced_file(path, outputs_dir)
             with Image.open(path) as opened:
                 image = opened.convert("RGB")
             parsed = pasted_fields(read_infotext(path) or "", styles)
+        except UserError as exc:
+            raise gr.Error(str(exc)) from exc
         except OSError as exc:
             raise gr.Error("That image is no longer on disk; generate it again.") from exc
         typed = GenerationRequest.from_dict(parsed)  # the infotext's text values as numbers where numbers belong

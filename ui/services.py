@@ -7,10 +7,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.engine import Engine
-from core.errors import UserError
 from core.events import JobControl
-from core.outputs import OutputWriter
 from core.registry import ModelRegistry
+from core.served_files import checked_output_folder, never_served
 from core.settings import Settings, resolve_folder
 
 
@@ -36,8 +35,10 @@ class SessionJobs:
                 del self._jobs[session]
 
 
-# Read once at start-up: changing them means rebuilding the registry and caches, so the Settings tab says so.
+# Read once at start-up: changing them means rebuilding the registry and caches (or, for the output folder, what
+# the server serves, which no request may widen), so the Settings tab says so.
 RESTART_SETTINGS = {
+    "outputs_dir": "Output folder",
     "models_dir": "Models folder",
     "cache_dir": "Cache folder",
     "controlnet_unit_count": "Number of ControlNet units",
@@ -51,24 +52,17 @@ class Services:
     settings: Settings
     settings_path: Path
     base_dir: Path  # relative folders in the settings are taken from here
-    served_folders: list[str]  # the list given to Gradio's launch(allowed_paths=…): output folders it may serve
     ui_secret: str = ""  # the key the browser's remembered values are encrypted with
     jobs: SessionJobs = field(default_factory=SessionJobs)
 
     def apply_settings(self, new: Settings) -> list[str]:
         """Validate, save to the settings file and apply at once; returns notes for what waits for a restart."""
         new.validated()
-        outputs = resolve_folder(new.outputs_dir, self.base_dir)
-        try:
-            outputs.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"Cannot use {outputs} as the output folder: {exc.strerror or exc}.") from exc
         old = self.settings
         later = [label for name, label in RESTART_SETTINGS.items() if getattr(new, name) != getattr(old, name)]
+        if new.outputs_dir != old.outputs_dir:
+            protected = never_served(old, self.base_dir, self.settings_path)
+            checked_output_folder(resolve_folder(new.outputs_dir, self.base_dir), protected)
         self.settings.update(asdict(new))
         self.settings.save(self.settings_path)
-        self.engine.outputs = OutputWriter(outputs, self.engine.outputs.save_control_maps)
-        if str(outputs) not in self.served_folders:
-            # Gradio reads this list at each request, so the gallery can show images saved in the new folder.
-            self.served_folders.append(str(outputs))
         return [f"{label}: takes effect after a restart." for label in later]

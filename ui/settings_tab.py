@@ -13,7 +13,15 @@ from core.samplers import SAMPLERS, SCHEDULE_TYPES
 from core.settings import MAX_MODEL_CACHE_SIZE, SD2_PREDICTION_TYPES, Settings
 from ui.model_pickers import checkpoint_choices
 from ui.remembered import storage_key
+from ui.request_origin import from_api_client, from_this_machine
 from ui.services import Services
+
+# Folders name what the server reads and serves: they are the machine owner's to change, never a visitor's.
+FOLDER_SETTINGS = {
+    "outputs_dir": "The output folder",
+    "models_dir": "The models folder",
+    "cache_dir": "The cache folder",
+}
 
 # Forgets what this browser remembered for each tab, then reloads so the defaults show.
 FORGET_JS = """
@@ -34,32 +42,58 @@ def build_settings_tab(page: gr.Blocks, services: Services, remembered_tabs: lis
     names = list(widgets)
     components = [widgets[name] for name in names]
 
-    def current_values():
-        settings = services.settings
-        return [getattr(settings, name) for name in names]
+    def current_values(request: gr.Request):
+        settings, local = services.settings, from_this_machine(request)
+        return [
+            gr.update(value=getattr(settings, name), interactive=local)
+            if name in FOLDER_SETTINGS
+            else getattr(settings, name)
+            for name in names
+        ]
 
-    def apply(*values):
-        changed = Settings.from_values({**asdict(services.settings), **dict(zip(names, values, strict=True))})
+    def apply(request: gr.Request, *values):
+        proposed = dict(zip(names, values, strict=True))
         try:
+            _check_allowed(request, proposed, services)
+            changed = Settings.from_values({**asdict(services.settings), **proposed})
             later = services.apply_settings(changed)
         except UserError as exc:
             raise gr.Error(str(exc), duration=None) from exc
         return " ".join([f"Saved to `{services.settings_path}`.", *later])
 
-    def reload_file():
+    def reload_file(request: gr.Request):
         loaded = Settings.load(services.settings_path)
         try:
             services.apply_settings(loaded)
         except UserError as exc:
             raise gr.Error(f"The settings file has a problem: {exc}", duration=None) from exc
-        return [*current_values(), f"Reloaded `{services.settings_path}`."]
+        return [*current_values(request), f"Reloaded `{services.settings_path}`."]
 
     # Queued (not queue=False) so that a refused value shows as an error message in the page.
-    save.click(apply, inputs=components, outputs=status, api_name="apply_settings")
+    # Not part of the API (and refused from API clients whatever they call): settings are the owner's.
+    save.click(apply, inputs=components, outputs=status, api_visibility="private")
     reload.click(reload_file, outputs=[*components, status], api_visibility="private")
-    forget.click(None, js=FORGET_JS % [storage_key(tab) for tab in remembered_tabs])
+    forget.click(None, js=FORGET_JS % [storage_key(tab) for tab in remembered_tabs], api_visibility="private")
     # Another browser may have changed them since the page was built.
     page.load(current_values, outputs=components, queue=False, show_progress="hidden", api_visibility="private")
+
+
+def _check_allowed(request: gr.Request, proposed: dict, services: Services) -> None:
+    """Programs may not change settings at all; folders change only from a browser on this machine."""
+    if from_api_client(request):
+        raise UserError("Settings are changed in the Settings tab of the page, not through the API.")
+    if from_this_machine(request):
+        return
+    changed = [
+        label
+        for name, label in FOLDER_SETTINGS.items()
+        if proposed.get(name, getattr(services.settings, name)) != getattr(services.settings, name)
+    ]
+    if changed:
+        raise UserError(
+            f"{' and '.join(changed)} can be changed only on the server's own machine (a browser at localhost), "
+            "in config.json or by a flag; nothing was saved."
+        )
 
 
 def _settings_widgets(services: Services) -> dict[str, gr.components.Component]:
@@ -72,7 +106,7 @@ def _settings_widgets(services: Services) -> dict[str, gr.components.Component]:
             _section("Saving images")
             widgets["outputs_dir"] = gr.Textbox(
                 s.outputs_dir,
-                label="Output folder (relative to the program's folder, or absolute)",
+                label="Output folder (relative to the program's folder, or absolute; after a restart)",
                 elem_id="settings_outputs_dir",
             )
             _section("Live previews")

@@ -22,7 +22,7 @@ def test_settings_and_remembered_values_survive_a_restart(open_url, browser_mode
         mine.page.locator("#settings_preview_method").get_by_label("Full VAE").check()
         mine.fill("settings_outputs_dir", str(elsewhere))
         mine.click("settings_apply")
-        expect(mine.page.locator("#settings_status")).to_contain_text("Saved")
+        expect(mine.page.locator("#settings_status")).to_contain_text("Output folder: takes effect after a restart")
         saved = json.loads(app.config.read_text())
         assert saved["default_steps"] == 33 and saved["preview_method"] == "Full VAE"
         assert saved["outputs_dir"] == str(elsewhere)
@@ -32,8 +32,10 @@ def test_settings_and_remembered_values_survive_a_restart(open_url, browser_mode
         mine.set_slider("txt2img_width", 64)
         mine.set_slider("txt2img_height", 64)
         mine.generate()
-        [image] = mine.gallery_images()  # served from the new folder
-        assert len(list(elsewhere.rglob("*.png"))) == 1 and "Steps: 5," in image.info["parameters"]
+        [image] = mine.gallery_images()
+        # What the server serves is fixed at its start, so a new output folder waits for a restart.
+        assert len(list((work / "out").rglob("*.png"))) == 1 and "Steps: 5," in image.info["parameters"]
+        assert not elsewhere.exists()
 
     # The same port: a browser keeps localStorage per origin.
     with running_app(browser_models, work, outputs_flag=False, port=app.port) as app:
@@ -46,6 +48,10 @@ def test_settings_and_remembered_values_survive_a_restart(open_url, browser_mode
         expect(theirs.page.locator("#settings_outputs_dir textarea, #settings_outputs_dir input")).to_have_value(
             str(elsewhere)
         )
+        mine.page.get_by_role("tab", name="txt2img").click()
+        mine.generate()
+        [image] = mine.gallery_images()  # saved in, and served from, the new folder
+        assert len(list(elsewhere.rglob("*.png"))) == 1 and "Steps: 5," in image.info["parameters"]
 
 
 def test_tab_values_are_remembered_per_browser(open_page):

@@ -90,8 +90,6 @@ def main(argv: list[str] | None = None) -> None:
 
     diffusers_logging.set_verbosity_error()  # its dtype-cast notices would drown the log at every model load
 
-    from ui.job_limits import limit_waiting_jobs
-
     from core.devices import choose_policy
     from core.engine import Engine
     from core.model_cache import ModelCache
@@ -101,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     from core.styles import StyleLibrary
     from core.untrusted_images import MAX_UPLOAD_BYTES
     from ui.app_ui import CSS, JS, build_ui
+    from ui.job_limits import MAX_QUEUED_JOBS, MAX_WAITING_JOBS_PER_SESSION, limit_waiting_jobs
     from ui.model_pickers import default_checkpoint
     from ui.remembered import load_or_create_secret
     from ui.services import Services
@@ -156,10 +155,6 @@ def main(argv: list[str] | None = None) -> None:
             "Could not create a public share link (no internet?). Serving locally only at " + local_url, file=sys.stderr
         )
     page.block_thread()
-
-
-MAX_QUEUED_JOBS = 64  # jobs waiting in the whole queue (every visitor together)
-MAX_WAITING_JOBS_PER_SESSION = 4  # jobs one browser session may have waiting behind the running one
 
 
 def _served_outputs(settings, args: argparse.Namespace) -> Path:

@@ -37,7 +37,9 @@ _LIMITS = f"the largest accepted is {MAX_IMAGE_SIDE} px a side and {MAX_IMAGE_PI
 def check_header(source: ImageSource, what: str = "image") -> tuple[int, int]:
     """The image's size from its header (nothing decoded); UserError when it is not an image or too large."""
     with _opened(source, what) as image:
-        return image.size
+        size = image.size
+        image.close()
+        return size
 
 
 def open_image(source: ImageSource, what: str = "image") -> Image.Image:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+MAX_QUEUED_JOBS = 64  # jobs waiting in the whole queue (every visitor together)
+MAX_WAITING_JOBS_PER_SESSION = 4  # jobs one browser session may have waiting behind the running one
 GPU_QUEUE = "gpu"  # the concurrency_id every generation event of every tab shares
 
 

@@ -3,10 +3,12 @@ values, as an outsider with gradio_client would."""
 
 from __future__ import annotations
 
+import json
 import zlib
 from pathlib import Path
 from struct import pack
 
+import httpx
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -73,3 +75,35 @@ def peak_resident_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"/proc/{pid}/status has no VmHWM")
+
+
+def dependency(config: dict, api_name: str) -> dict:
+    """The page's event listener of that api_name (private ones included), from the server's /config."""
+    return next(d for d in config["dependencies"] if d.get("api_name") == api_name)
+
+
+def widget_defaults(config: dict, listener: dict) -> list:
+    """The values the page would send for that listener's inputs before anything is touched."""
+    components = {c["id"]: c for c in config["components"]}
+    return [components[i].get("props", {}).get("value") for i in listener["inputs"]]
+
+
+def join_queue(url: str, fn_index: int, data: list, session: str, headers: dict | None = None) -> httpx.Response:
+    """One crafted POST to Gradio's queue, as a script would send it without gradio_client."""
+    body = {"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None}
+    return httpx.post(url + "gradio_api/queue/join", json=body, headers=headers or {}, timeout=30)
+
+
+def completed(url: str, session: str, headers: dict | None = None, count: int = 1, timeout: float = 120) -> list[dict]:
+    """The first `count` process_completed messages of the session's event stream."""
+    messages = []
+    address = url + f"gradio_api/queue/data?session_hash={session}"
+    with httpx.stream("GET", address, headers=headers or {}, timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    messages.append(message)
+                    if len(messages) == count:
+                        break
+    return messages

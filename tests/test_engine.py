@@ -149,14 +149,17 @@ def test_clip_skip_changes_the_image_and_is_recorded(engine):
     assert "Clip skip: 2" in skipped.images[0].infotext
 
 
-def test_sdxl_checkpoint_generates(engine):
-    result = engine.generate(tiny_request(checkpoint="tiny-sdxl.safetensors", width=64, height=96))
-    assert result.images[0].image.size == (64, 96)
+@pytest.mark.parametrize("checkpoint", ["tiny-sdxl.safetensors", "tiny-sd1-inpainting.safetensors"])
+def test_sdxl_and_inpainting_checkpoints_run_txt2img_by_seed_and_prompt(engine, checkpoint):
+    def image(**changes):
+        request = tiny_request(**{"checkpoint": checkpoint, "width": 64, "height": 96, **changes})
+        return pixels(engine.generate(request).images[0].image)
 
-
-def test_inpainting_checkpoint_runs_txt2img(engine):
-    result = engine.generate(tiny_request(checkpoint="tiny-sd1-inpainting.safetensors"))
-    assert result.images[0].image.size == (64, 64)
+    first = image()
+    assert first.shape == (96, 64, 3)
+    assert np.array_equal(first, image())
+    assert not np.array_equal(first, image(seed=99))
+    assert not np.array_equal(first, image(prompt="a red bicycle"))
 
 
 def test_single_file_and_diffusers_folder_give_the_same_image(engine):
@@ -166,8 +169,56 @@ def test_single_file_and_diffusers_folder_give_the_same_image(engine):
 
 
 def test_clip_skip_works_for_diffusers_folders(engine):
-    result = engine.generate(tiny_request(checkpoint="tiny-sd1-diffusers", clip_skip=2))
-    assert "Clip skip: 2" in result.images[0].infotext
+    own = engine.generate(tiny_request(checkpoint="tiny-sd1-diffusers"))
+    folder = engine.generate(tiny_request(checkpoint="tiny-sd1-diffusers", clip_skip=2))
+    single = engine.generate(tiny_request(clip_skip=2))  # the same weights as one file
+    assert "Clip skip: 2" in folder.images[0].infotext
+    assert np.abs(pixels(own.images[0].image) - pixels(folder.images[0].image)).mean() > 1
+    assert np.abs(pixels(single.images[0].image) - pixels(folder.images[0].image)).max() <= 1
+
+
+def test_vae_choice_for_diffusers_folders(tmp_path):
+    """A VAE file, a diffusers-format VAE folder and A1111's "Automatic" (a VAE named like the checkpoint) all
+    apply to a diffusers-folder checkpoint; "None" gives its own VAE back."""
+    from safetensors.torch import save_file
+
+    from core.families import SD1
+    from core.loader import load_vae
+    from tests.conftest import make_engine
+    from tests.fixtures.tiny_models import ldm_state_dict, write_checkpoint, write_diffusers_folder
+
+    models = tmp_path / "models"
+    write_diffusers_folder(models / "Stable-diffusion" / "folder", "SD1")
+    write_checkpoint(models / "Stable-diffusion" / "single.safetensors", "SD1")
+    vae_file = models / "VAE" / "other.vae.safetensors"
+    vae_file.parent.mkdir(parents=True)
+    state = ldm_state_dict("SD1", seed=7)
+    save_file(
+        {
+            k.removeprefix("first_stage_model."): v.contiguous()
+            for k, v in state.items()
+            if k.startswith("first_stage_model.")
+        },
+        vae_file,
+    )
+    load_vae(vae_file, SD1).save_pretrained(models / "VAE" / "other-diffusers")
+    engine = make_engine(models, tmp_path / "outputs", tmp_path / "cache")
+
+    def image(**changes):
+        return pixels(engine.generate(tiny_request(checkpoint="folder", **changes)).images[0].image)
+
+    own = image()
+    with_file = image(vae="other.vae.safetensors")
+    assert np.abs(own - with_file).mean() > 1
+    assert np.abs(with_file - image(vae="other-diffusers")).max() <= 1  # same weights, other layout
+    single = pixels(
+        engine.generate(tiny_request(checkpoint="single.safetensors", vae="other.vae.safetensors")).images[0].image
+    )
+    assert np.abs(with_file - single).max() <= 1
+    assert np.array_equal(image(vae="None"), own)
+
+    (models / "VAE" / "folder.vae.safetensors").write_bytes(vae_file.read_bytes())  # named like the checkpoint
+    assert np.array_equal(image(vae="Automatic"), with_file)
 
 
 def test_second_order_sampler_progress_ends_at_its_own_total(engine):

@@ -128,22 +128,42 @@ def test_batches_seeds_samplers_and_previews_work_as_in_txt2img(engine):
     assert np.abs(pixels(result.images[3].image) - pixels(alone.images[0].image)).max() <= 1
 
 
-def test_latent_upscale_gives_the_requested_size(engine):
-    result = engine.generate(img2img(init_image=picture(128, 96), resize_mode=3, width=64, height=64))
-    assert result.images[0].image.size == (64, 64)
-    other = engine.generate(img2img(init_image=picture(128, 96), resize_mode=0, width=64, height=64))
-    assert not np.array_equal(pixels(result.images[0].image), pixels(other.images[0].image))
+def test_latent_upscale_starts_from_the_image_at_its_own_size(engine):
+    def run(**changes):
+        request = img2img(**{"init_image": picture(128, 96), "resize_mode": 3, "width": 64, "height": 64, **changes})
+        return pixels(engine.generate(request).images[0].image)
+
+    latent = run()
+    assert latent.shape == (64, 64, 3)
+    assert np.array_equal(latent, run())  # same seed, same pixels
+    assert not np.array_equal(latent, run(resize_mode=0))  # not a pixel resize before encoding
+    assert not np.array_equal(latent, run(init_image=picture(128, 96, seed=1)))  # the upload is what it starts from
 
 
-def test_sdxl_img2img(engine):
-    result = engine.generate(img2img(checkpoint="tiny-sdxl.safetensors", width=64, height=96))
-    assert result.images[0].image.size == (64, 96)
+def test_sdxl_img2img_starts_from_the_image(engine):
+    def run(**changes):
+        request = img2img(**{"checkpoint": "tiny-sdxl.safetensors", "width": 64, "height": 96, **changes})
+        return pixels(engine.generate(request).images[0].image)
+
+    first = run()
+    assert first.shape == (96, 64, 3)
+    assert np.array_equal(first, run())
+    assert not np.array_equal(first, run(init_image=picture(seed=1)))
+    assert np.abs(first - run(denoising_strength=1.0)).mean() > 1  # the strength decides how much is kept
 
 
-def test_inpainting_checkpoint_does_plain_img2img(engine):
-    result = engine.generate(img2img(checkpoint="tiny-sd1-inpainting.safetensors"))
-    assert result.images[0].image.size == (64, 64)
-    assert "Masked content" not in result.images[0].infotext
+def test_inpainting_checkpoint_does_img2img_as_the_whole_image_masked(engine):
+    """A1111's plain img2img on a 9-channel checkpoint: exactly an inpaint of the whole picture from the original."""
+    checkpoint = "tiny-sd1-inpainting.safetensors"
+    plain = engine.generate(img2img(checkpoint=checkpoint)).images[0]
+    whole = Image.new("L", picture().size, 255)
+    masked = engine.generate(img2img(checkpoint=checkpoint, mask=whole, inpainting_fill=1)).images[0]
+    assert "Masked content" not in plain.infotext
+    assert np.abs(pixels(plain.image) - pixels(masked.image)).max() <= 1
+    assert not np.array_equal(
+        pixels(plain.image),
+        pixels(engine.generate(img2img(checkpoint=checkpoint, init_image=picture(seed=1))).images[0].image),
+    )
 
 
 def test_derived_pipeline_is_built_once_and_shares_the_modules(engine):

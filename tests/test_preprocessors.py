@@ -88,18 +88,40 @@ def test_weightless_preprocessors(annotators):
     assert tile.size == (64, 64) and np.abs(pixels(tile) - pixels(image)).mean() > 1  # blurred by 4x down, up
 
 
-def test_missing_annotator_names_the_file_and_downloads_nothing(annotators, monkeypatch):
-    import huggingface_hub
-
-    def no_download(*args, **kwargs):
-        raise AssertionError("a download was attempted")
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
+def test_missing_annotator_names_the_file_and_where_to_get_it(annotators):
     expected = str(annotators.folder / "body_pose_model.pth")
     with pytest.raises(UserError, match=f"'openpose' needs {expected}.*lllyasviel/Annotators"):
         run_preprocessor(ControlNetUnit(module="openpose"), picture(64, 64), 64, 64, annotators)
     with pytest.raises(UserError, match="unknown preprocessor|Unknown preprocessor 'nope'"):
         run_preprocessor(ControlNetUnit(module="nope"), picture(64, 64), 64, 64, annotators)
+
+
+def test_annotator_weights_load_through_controlnet_aux_with_every_way_to_the_hub_refused(
+    pidinet_annotators, monkeypatch
+):
+    """controlnet-aux's loader is really run (the weights are there), with its hub download and every socket
+    replaced by a recorder: the map is made and nothing was attempted."""
+    import socket
+
+    import controlnet_aux.pidi
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    monkeypatch.setattr(controlnet_aux.pidi, "hf_hub_download", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    with pytest.raises(AssertionError, match="network access attempted"):  # the recorder is where the loader looks
+        controlnet_aux.pidi.PidiNetDetector.from_pretrained("lllyasviel/Annotators")
+    attempts.clear()
+
+    made = run_preprocessor(
+        ControlNetUnit(module="softedge_pidinet", processor_res=64), picture(64, 64), 64, 64, pidinet_annotators
+    )
+    assert made.size == (64, 64) and pixels(made).std() > 0
+    assert attempts == []
 
 
 def test_annotator_weights_come_from_the_folder_and_load_once(pidinet_annotators):

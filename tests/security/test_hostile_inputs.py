@@ -13,7 +13,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from tests.app_server import running_app
+from tests.app_server import ROOT, running_app
 from tests.security.endpoints import (
     FAST,
     arguments,
@@ -54,8 +54,17 @@ def hostile_values(secret_dir: Path, outputs: Path) -> list[str]:
 
 
 def file_routes(secret_dir: Path, outputs: Path) -> list[str]:
-    """Every way we know to ask Gradio's file routes for a file outside the outputs."""
-    targets = ["/etc/passwd", str(secret_dir / "secret.txt"), str(secret_dir / "secret.png")]
+    """Every way we know to ask Gradio's file routes for a file outside the outputs: system files, a secret beside
+    them, the program (the server's working folder), and the cache's own files (the browser-state key)."""
+    cache = outputs.parent / "cache"
+    targets = [
+        "/etc/passwd",
+        str(secret_dir / "secret.txt"),
+        str(secret_dir / "secret.png"),
+        str(ROOT / "app.py"),
+        str(cache / "browser-state.key"),
+        str(cache / "models.json"),
+    ]
     climbs = [f"{outputs}/../../private/secret.txt", f"{outputs}/%2e%2e/%2e%2e/private/secret.txt"]
     routes = []
     for target in targets + climbs:

@@ -41,6 +41,7 @@ def test_a_bomb_upload_is_refused_with_a_message_and_no_memory_spike(models_dir,
     with pytest.raises(Exception) as refused:  # noqa: B017 - gradio_client's AppError carries the server's message
         client.predict(*values, api_name=api_name)
     growth = peak_resident_mb(server.process.pid) - before
+    print(f"{api_name}: the server's peak resident memory grew by {growth:.1f} MB")  # shown with pytest -s
 
     assert f"{MAX_IMAGE_SIDE} px" in str(refused.value) and "Scale it down" in str(refused.value), refused.value
     assert growth < MAX_GROWTH_MB, f"{api_name}: resident memory grew by {growth:.0f} MB"

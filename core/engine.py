@@ -17,7 +17,7 @@ from core.controlnet import Control, control_map, controllable, run_preprocessor
 from core.devices import DevicePolicy, is_out_of_memory, release_memory
 from core.embeddings import EmbeddingLibrary
 from core.errors import UserError
-from core.events import Event, EventChannel, GeneratedImage, JobControl, Notice, Progress, Result
+from core.events import Event, EventChannel, EventSink, GeneratedImage, JobControl, Notice, Progress, Result
 from core.families import Family
 from core.image_inputs import PreparedImage, prepare_image
 from core.infotext import build_infotext, controlnet_params
@@ -28,7 +28,7 @@ from core.outputs import OutputWriter
 from core.previews import DenoisedTracker, make_previewer
 from core.request import ControlNetUnit, GenerationRequest
 from core.samplers import make_scheduler
-from core.styles import StyleLibrary
+from core.styles import StyleLibrary, with_styles
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,7 @@ class Engine:
         `mode` names the outputs folder as A1111 does ("txt2img", "img2img"); by default the request's own
         (img2img when it has an init image; inpainting is saved with img2img, as in A1111).
         """
-        request = self._with_styles(request.validated())
-        if mode == "img2img" and request.init_image is None:
-            raise UserError("No image: upload the picture to start from.")
-        mode = request.mode if mode in (None, "txt2img", "img2img") else mode
+        request, mode = self.prepare(request, mode)
         control = control or JobControl()
         channel = EventChannel()
         worker = threading.Thread(target=self._work, args=(request, control, channel, mode), daemon=True)
@@ -89,15 +86,37 @@ class Engine:
             if worker.is_alive():
                 control.interrupt()
 
+    def run_here(
+        self,
+        request: GenerationRequest,
+        control: JobControl,
+        sink: EventSink,
+        mode: str | None,
+        styles_applied: bool = False,
+    ) -> None:
+        """The job on the calling thread (a worker process's main thread, where torch runs fastest): events go to
+        `sink.put`, and `sink.close(error)` ends them, with the UserError that stopped the job, if any.
+        `styles_applied`: the prompts already hold the request's styles (the web process owns styles.csv)."""
+        try:
+            request, mode = self.prepare(request, mode, styles_applied)
+        except UserError as exc:
+            sink.close(exc)
+            return
+        self._work(request, control, sink, mode)
+
+    def prepare(
+        self, request: GenerationRequest, mode: str | None, styles_applied: bool = False
+    ) -> tuple[GenerationRequest, str]:
+        """The request validated and with its styles applied, and the outputs folder it is saved in."""
+        request = request.validated() if styles_applied else self._with_styles(request.validated())
+        if mode == "img2img" and request.init_image is None:
+            raise UserError("No image: upload the picture to start from.")
+        return request, request.mode if mode in (None, "txt2img", "img2img") else mode
+
     def _with_styles(self, request: GenerationRequest) -> GenerationRequest:
         """The prompts with the request's styles applied, as A1111 writes them in the infotext (which also names
         the styles, so "paste" can take them out again)."""
-        if not request.styles:
-            return request
-        if self.styles is None:
-            raise UserError("Styles are not available here (no styles.csv).")
-        prompt, negative_prompt = self.styles.apply(request.prompt, request.negative_prompt, request.styles)
-        return request.with_changes(prompt=prompt, negative_prompt=negative_prompt)
+        return with_styles(request, self.styles)
 
     def generate(self, request: GenerationRequest, control: JobControl | None = None) -> Result:
         """Run to completion and return the Result (for scripts, tests and the API)."""
@@ -108,7 +127,7 @@ class Engine:
         assert result is not None
         return result
 
-    def _work(self, request: GenerationRequest, control: JobControl, channel: EventChannel, mode: str) -> None:
+    def _work(self, request: GenerationRequest, control: JobControl, channel: EventSink, mode: str) -> None:
         error: BaseException | None = None
         try:
             with self._device_lock:
@@ -130,7 +149,7 @@ class Engine:
         finally:
             channel.close(error)
 
-    def _generate(self, request: GenerationRequest, control: JobControl, channel: EventChannel, mode: str) -> Result:
+    def _generate(self, request: GenerationRequest, control: JobControl, channel: EventSink, mode: str) -> Result:
         if control.interrupted:
             return Result([], interrupted=True)
         prepared = self._prepare(request, channel)
@@ -185,7 +204,7 @@ class Engine:
         return {i: control_map(request, unit, prepared, annotators) for i, unit in units}
 
     @staticmethod
-    def _job(request, active: ActiveModel, prepared, controls: list[Control], channel: EventChannel) -> Job:
+    def _job(request, active: ActiveModel, prepared, controls: list[Control], channel: EventSink) -> Job:
         if not controls:
             return make_job(request, active.loaded, prepared)
         runnable, notice = controllable(request)
@@ -212,7 +231,7 @@ class Engine:
             return run_preprocessor(unit, image, width, height, self.models.annotators)
 
     @staticmethod
-    def _prepare(request: GenerationRequest, channel: EventChannel) -> PreparedImage | None:
+    def _prepare(request: GenerationRequest, channel: EventSink) -> PreparedImage | None:
         """The init image and mask made ready before any model loads, so their problems are reported at once."""
         if request.init_image is None:
             return None
@@ -222,7 +241,7 @@ class Engine:
         return prepared
 
     def _encode_prompts(
-        self, request: GenerationRequest, loaded, channel: EventChannel
+        self, request: GenerationRequest, loaded, channel: EventSink
     ) -> tuple[JobPrompts, str | None]:
         """Both prompts' conditionings for the whole job (with the checkpoint's embeddings), and the TI hashes of the
         embeddings used. An embedding that does not fit the checkpoint is a Notice; its name is read as words."""

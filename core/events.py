@@ -6,6 +6,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from PIL import Image
 
@@ -35,7 +36,7 @@ class Notice:
 
 @dataclass(frozen=True)
 class GeneratedImage:
-    image: Image.Image
+    image: Image.Image | None  # None where the job ran in a worker process: the pixels are in the file at `path`
     seed: int
     infotext: str
     path: Path | None
@@ -77,6 +78,14 @@ class JobControl:
     @property
     def should_stop_batch(self) -> bool:
         return self._interrupt.is_set() or self._skip.is_set()
+
+
+class EventSink(Protocol):
+    """Where a running job's events go: a channel to another thread, or a pipe to another process."""
+
+    def put(self, event: Event) -> None: ...
+
+    def close(self, error: BaseException | None = None) -> None: ...
 
 
 class EventChannel:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+
+PARTIAL_SUFFIX = ".partial"  # an image being written; renamed (linked) to its .png name when complete
 
 
 class OutputWriter:
@@ -30,23 +35,51 @@ class OutputWriter:
         folder.mkdir(parents=True, exist_ok=True)
         info = PngInfo()
         info.add_text("parameters", infotext)
-        number = _next_number(folder)
-        while True:
-            path = folder / f"{number:05}-{seed}.png"
-            try:
-                # "xb" fails if the name exists: a second process or tab can never overwrite our file.
-                with open(path, "xb") as f:
-                    image.save(f, format="PNG", pnginfo=info)
-                return path
-            except FileExistsError:
-                number += 1
+        return _publish(folder, lambda f: image.save(f, format="PNG", pnginfo=info), seed)
 
     def save_control_map(self, control_map: Image.Image, image_path: Path, unit: int) -> Path:
         """A unit's detected map beside the image it guided: 00012-1234-controlnet-0.png next to 00012-1234.png."""
         path = image_path.with_name(f"{image_path.stem}-controlnet-{unit}.png")
-        with open(path, "xb") as f:
+        with _partial(path.parent) as (f, partial):
             control_map.save(f, format="PNG")
+            f.flush()
+            os.link(partial, path)  # fails if the name exists: never overwrites
         return path
+
+
+def _publish(folder: Path, write: Callable, seed: int) -> Path:
+    """Writes to a hidden partial file, then gives it the next free NNNNN-SEED.png name in one step: a process
+    killed mid-write leaves no half-written PNG under a name the gallery shows. A hard link (not a rename) so that
+    a name taken meanwhile by another process or tab is never overwritten."""
+    with _partial(folder) as (f, partial):
+        write(f)
+        f.flush()
+        number = _next_number(folder)
+        while True:
+            path = folder / f"{number:05}-{seed}.png"
+            try:
+                os.link(partial, path)
+                return path
+            except FileExistsError:
+                number += 1
+
+
+@contextlib.contextmanager
+def _partial(folder: Path):
+    descriptor, name = tempfile.mkstemp(prefix=".", suffix=PARTIAL_SUFFIX, dir=folder)
+    try:
+        with os.fdopen(descriptor, "wb") as f:
+            yield f, name
+    finally:
+        os.unlink(name)
+
+
+def remove_partial_files(outputs_dir: Path) -> int:
+    """Deletes what a killed writer left (hidden *.partial files); returns how many."""
+    leftovers = list(Path(outputs_dir).rglob(f".*{PARTIAL_SUFFIX}")) if Path(outputs_dir).is_dir() else []
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return len(leftovers)
 
 
 def _next_number(folder: Path) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 from core.errors import UserError
 from core.infotext import parse_infotext, request_fields
-from core.request import MAX_NAME_LENGTH, MAX_PROMPT_LENGTH
+from core.request import MAX_NAME_LENGTH, MAX_PROMPT_LENGTH, GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,17 @@ def _read(path: Path) -> dict[str, Style]:
             prompt = row.get("prompt") if "prompt" in row else row.get("text")
             styles[name] = Style(name, prompt or "", row.get("negative_prompt") or "")
     return styles
+
+
+def with_styles(request: GenerationRequest, styles: StyleLibrary | None) -> GenerationRequest:
+    """The request's prompts with its styles applied, as A1111 writes them in the infotext (which also names the
+    styles, so "paste" can take them out again)."""
+    if not request.styles:
+        return request
+    if styles is None:
+        raise UserError("Styles are not available here (no styles.csv).")
+    prompt, negative_prompt = styles.apply(request.prompt, request.negative_prompt, request.styles)
+    return request.with_changes(prompt=prompt, negative_prompt=negative_prompt)
 
 
 def split_style_names(text: str, known: list[str]) -> list[str]:

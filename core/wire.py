@@ -1,0 +1,102 @@
+"""Requests and events as plain data (dicts of str, int, float, bool, bytes, lists), so they can cross a pipe to a
+worker process or, later, a network hop to a remote replica. Images travel as PNG bytes (lossless: the pixels a
+worker sees are the pixels the user sent); previews as JPEG bytes, encoded once in the worker.
+
+Imports no torch: the web process uses it."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from core.events import Event, GeneratedImage, Notice, Progress, Result
+from core.request import ControlNetUnit, GenerationRequest
+from core.untrusted_images import open_image
+
+PREVIEW_QUALITY = 90
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)  # fast: it is read once, on this machine
+    return buffer.getvalue()
+
+
+def _plain_fields(item) -> dict[str, Any]:
+    """A dataclass's fields, with images as PNG bytes (not dataclasses.asdict: that deep-copies every image)."""
+    values = {}
+    for field in dataclasses.fields(item):
+        value = getattr(item, field.name)
+        if isinstance(value, Image.Image):
+            value = _png(value)
+        elif field.name == "controlnet_units":
+            value = [_plain_fields(unit) for unit in value]
+        elif isinstance(value, tuple):
+            value = list(value)
+        values[field.name] = value
+    return values
+
+
+def request_to_wire(request: GenerationRequest) -> dict[str, Any]:
+    return _plain_fields(request)
+
+
+def request_from_wire(data: dict[str, Any]) -> GenerationRequest:
+    values = {key: open_image(value, key) if isinstance(value, bytes) else value for key, value in data.items()}
+    units = []
+    for unit in values.get("controlnet_units") or []:
+        image = unit.get("image")
+        units.append(ControlNetUnit(**{**unit, "image": open_image(image, "control image") if image else None}))
+    values["controlnet_units"] = tuple(units)
+    values["styles"] = tuple(values.get("styles") or ())
+    return GenerationRequest(**values)
+
+
+def event_to_wire(event: Event) -> dict[str, Any]:
+    if isinstance(event, Progress):
+        fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name != "preview"}
+        preview = [_jpeg(image) for image in event.preview] if event.preview else None
+        return {"kind": "progress", **fields, "preview": preview}
+    if isinstance(event, Notice):
+        return {"kind": "notice", "message": event.message}
+    if isinstance(event, Result):
+        images = [
+            {"seed": image.seed, "infotext": image.infotext, "path": str(image.path) if image.path else None}
+            for image in event.images
+        ]
+        return {"kind": "result", "images": images, "interrupted": event.interrupted, "notices": list(event.notices)}
+    raise TypeError(f"not an event: {type(event).__name__}")
+
+
+def event_from_wire(data: dict[str, Any]) -> Event:
+    kind = data["kind"]
+    if kind == "progress":
+        values = {key: value for key, value in data.items() if key != "kind"}
+        if values["preview"]:
+            values["preview"] = [_decoded(preview) for preview in values["preview"]]
+        return Progress(**values)
+    if kind == "notice":
+        return Notice(data["message"])
+    if kind == "result":
+        images = [
+            GeneratedImage(None, image["seed"], image["infotext"], Path(image["path"]) if image["path"] else None)
+            for image in data["images"]
+        ]
+        return Result(images, interrupted=data["interrupted"], notices=list(data["notices"]))
+    raise ValueError(f"unknown event kind {kind!r}")
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=PREVIEW_QUALITY)
+    return buffer.getvalue()
+
+
+def _decoded(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image

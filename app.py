@@ -39,7 +39,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--models-dir", type=Path, help="models folder in A1111's layout (default: ./models)")
     parser.add_argument("--outputs-dir", type=Path, help="where images are saved (default: ./outputs)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto: CUDA if present)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda, cuda:N, or several (cuda:0,cuda:1): one generation worker process each (default auto)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="CPU threads per generation worker (default: cores / workers)"
+    )
     parser.add_argument(
         "--precision",
         default="auto",
@@ -104,8 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     from ui.remembered import load_or_create_secret
     from ui.services import Services
 
+    devices = [device.strip() for device in args.device.split(",") if device.strip()] or ["auto"]
     try:
-        policy = choose_policy(args.device, args.precision)
+        policy = choose_policy(devices[0], args.precision)  # the web process's own (ControlNet map previews)
+        for device in devices[1:]:
+            choose_policy(device, args.precision)
     except UserError as exc:
         raise SystemExit(str(exc)) from exc
     if policy.note:
@@ -122,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     outputs = OutputWriter(outputs_dir, lambda: settings.save_control_maps)
     engine = Engine(models, outputs, policy, StyleLibrary(args.styles_file))
+    workers = _start_workers(args, devices, settings, models_dir, outputs_dir, cache_dir, engine.styles)
     services = Services(
         engine,
         registry,
@@ -129,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         args.config,
         base_dir=ROOT,
         ui_secret=load_or_create_secret(cache_dir / "browser-state.key"),
+        workers=workers,
     )
     page = build_ui(services, banner=login.banner)
     page.queue(default_concurrency_limit=1, max_size=MAX_QUEUED_JOBS)
@@ -154,7 +166,23 @@ def main(argv: list[str] | None = None) -> None:
         print(
             "Could not create a public share link (no internet?). Serving locally only at " + local_url, file=sys.stderr
         )
-    page.block_thread()
+    try:
+        page.block_thread()
+    finally:
+        workers.close()  # they would exit anyway when their pipes close; this waits for them
+
+
+def _start_workers(args, devices, settings, models_dir, outputs_dir, cache_dir, styles):
+    """One generation worker process per device, started in the background (the page is usable at once)."""
+    from core.worker import WorkerConfig
+    from core.worker_pool import WorkerPool
+
+    threads = args.threads or max(1, (os.cpu_count() or 1) // len(devices))
+    configs = [
+        WorkerConfig(str(models_dir), str(outputs_dir), str(cache_dir), device, args.precision, threads)
+        for device in devices
+    ]
+    return WorkerPool(configs, styles, settings=settings.worker_settings)
 
 
 def _served_outputs(settings, args: argparse.Namespace) -> Path:

@@ -17,7 +17,17 @@ from core.controlnet import Control, control_map, controllable, run_preprocessor
 from core.devices import DevicePolicy, is_out_of_memory, release_memory
 from core.embeddings import EmbeddingLibrary
 from core.errors import UserError
-from core.events import Event, EventChannel, EventSink, GeneratedImage, JobControl, Notice, Progress, Result
+from core.events import (
+    Event,
+    EventChannel,
+    EventSink,
+    GeneratedImage,
+    JobControl,
+    Notice,
+    Progress,
+    Result,
+    final_result,
+)
 from core.families import Family
 from core.image_inputs import PreparedImage, prepare_image
 from core.infotext import build_infotext, controlnet_params
@@ -120,12 +130,7 @@ class Engine:
 
     def generate(self, request: GenerationRequest, control: JobControl | None = None) -> Result:
         """Run to completion and return the Result (for scripts, tests and the API)."""
-        result = None
-        for event in self.run(request, control):
-            if isinstance(event, Result):
-                result = event
-        assert result is not None
-        return result
+        return final_result(self.run(request, control))
 
     def _work(self, request: GenerationRequest, control: JobControl, channel: EventSink, mode: str) -> None:
         error: BaseException | None = None

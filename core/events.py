@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -50,6 +51,17 @@ class Result:
 
 
 Event = Progress | Notice | Result
+
+
+def final_result(events: Iterable[Event]) -> Result:
+    """The Result a job's events end with (for scripts, tests and the API, which want no progress)."""
+    result = None
+    for event in events:
+        if isinstance(event, Result):
+            result = event
+    if result is None:
+        raise RuntimeError("the job ended without a result")
+    return result
 
 
 class JobControl:

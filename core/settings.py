@@ -73,6 +73,14 @@ class Settings:
             raise UserError(" ".join(problems))
         return self
 
+    def worker_settings(self) -> dict:
+        """What a generation worker reads at each job (sent with it, so a change applies to the next job)."""
+        return {
+            "model_cache_size": self.model_cache_size,
+            "sd2_prediction_type": self.sd2_prediction_type,
+            "save_control_maps": self.save_control_maps,
+        }
+
     def update(self, values: dict) -> None:
         """Take validated values from another Settings in place, so objects holding this one see them at once."""
         for f in fields(self):

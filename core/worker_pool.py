@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from core.errors import UserError
-from core.events import Event, JobControl, Result
+from core.events import Event, JobControl, Result, final_result
 from core.outputs import remove_partial_files
 from core.request import GenerationRequest
 from core.styles import StyleLibrary, with_styles
@@ -226,12 +226,7 @@ class WorkerPool:
 
     def generate(self, request: GenerationRequest, control: JobControl | None = None) -> Result:
         """Run to completion and return the Result (its images hold paths, not pixels)."""
-        result = None
-        for event in self.run(request, control):
-            if isinstance(event, Result):
-                result = event
-        assert result is not None
-        return result
+        return final_result(self.run(request, control))
 
     def close(self) -> None:
         for worker in self.workers:

@@ -212,8 +212,8 @@ def connect_generation(
             *(results.preview, results.progress, results.gallery, results.infotext),
             *(results.seeds, results.paths, results.selected),
         ],
-        concurrency_id="gpu",  # every GPU job of every tab shares one queue
-        concurrency_limit=1,
+        concurrency_id="gpu",  # every GPU job of every tab shares one queue, served by every worker
+        concurrency_limit=services.parallel_jobs,
         api_name=api_name or mode,
     )
 

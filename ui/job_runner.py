@@ -54,7 +54,9 @@ def run_job(services: Services, request: GenerationRequest, session: str, mode: 
     notices: list[str] = []
     started = time.perf_counter()
     try:
-        for event in services.engine.run(request, control, mode=mode):
+        if services.workers and not services.workers.ready:
+            yield None, notices_html(["Starting the generation worker and loading the model…"]), None
+        for event in services.generator.run(request, control, mode=mode):
             if isinstance(event, Progress):
                 preview = event.preview[0] if event.preview else None
                 yield preview, notices_html(notices) + progress_html(event), None

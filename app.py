@@ -93,54 +93,38 @@ def main(argv: list[str] | None = None) -> None:
     # its upload folder); set before Gradio is imported.
     os.environ["GRADIO_TEMP_DIR"] = str(cache_dir / "uploads")
 
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.set_verbosity_error()  # its dtype-cast notices would drown the log at every model load
-
-    from core.devices import choose_policy
-    from core.engine import Engine
-    from core.model_cache import ModelCache
-    from core.outputs import OutputWriter
+    # This process runs no model and never imports torch (it starts in seconds and leaves the cores to the
+    # workers): the registry reads file headers only; the generation workers (core.worker) do the rest.
     from core.registry import HashCache, ModelRegistry
     from core.starter import first_start_defaults
     from core.styles import StyleLibrary
     from core.untrusted_images import MAX_UPLOAD_BYTES
+    from core.worker import parse_devices
     from ui.app_ui import CSS, JS, build_ui
     from ui.job_limits import MAX_QUEUED_JOBS, MAX_WAITING_JOBS_PER_SESSION, limit_waiting_jobs
     from ui.model_pickers import default_checkpoint
     from ui.remembered import load_or_create_secret
     from ui.services import Services
 
-    devices = [device.strip() for device in args.device.split(",") if device.strip()] or ["auto"]
     try:
-        policy = choose_policy(devices[0], args.precision)  # the web process's own (ControlNet map previews)
-        for device in devices[1:]:
-            choose_policy(device, args.precision)
+        devices = parse_devices(args.device)
     except UserError as exc:
         raise SystemExit(str(exc)) from exc
-    if policy.note:
-        print(policy.note, file=sys.stderr)
     models_dir = resolve_folder(settings.models_dir, ROOT)
     registry = ModelRegistry(models_dir, HashCache(cache_dir / "models.json"))
     if first_start:
         first_start_defaults(settings, default_checkpoint(registry, settings.default_checkpoint))
-    models = ModelCache(
-        registry,
-        policy,
-        capacity=lambda: settings.model_cache_size,
-        sd2_prediction=lambda: settings.sd2_prediction_type,
-    )
-    outputs = OutputWriter(outputs_dir, lambda: settings.save_control_maps)
-    engine = Engine(models, outputs, policy, StyleLibrary(args.styles_file))
-    workers = _start_workers(args, devices, settings, models_dir, outputs_dir, cache_dir, engine.styles)
+    styles = StyleLibrary(args.styles_file)
+    workers = _start_workers(args, devices, settings, models_dir, outputs_dir, cache_dir, styles)
     services = Services(
-        engine,
+        workers,
         registry,
         settings,
         args.config,
         base_dir=ROOT,
+        styles=styles,
+        outputs_dir=outputs_dir,
         ui_secret=load_or_create_secret(cache_dir / "browser-state.key"),
-        workers=workers,
     )
     page = build_ui(services, banner=login.banner)
     page.queue(default_concurrency_limit=1, max_size=MAX_QUEUED_JOBS)

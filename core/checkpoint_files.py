@@ -1,22 +1,27 @@
-"""Reads weight files safely: safetensors, or pickles through torch's weights-only loader, with user-facing errors."""
+"""Reads weight files safely: safetensors, or pickles through torch's weights-only loader, with user-facing errors.
+
+torch is imported only to load tensors or read a pickle: the web process reads safetensors headers here (the
+registry's family detection) without it."""
 
 from __future__ import annotations
 
 import pickle
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 
 from core.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 SAFETENSORS_SUFFIXES = {".safetensors"}
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 WEIGHT_SUFFIXES = SAFETENSORS_SUFFIXES | PICKLE_SUFFIXES
 
-StateDict = dict[str, torch.Tensor]
+StateDict = dict[str, "torch.Tensor"]
 
 
 def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -24,7 +29,7 @@ def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     path = Path(path)
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
         try:
-            with safe_open(str(path), framework="pt") as f:
+            with safe_open(str(path), framework="numpy") as f:  # the header only; no torch needed
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
         except (SafetensorError, OSError, ValueError) as exc:
             raise _corrupt(path, exc) from exc
@@ -38,6 +43,8 @@ def load_state_dict(path: Path) -> StateDict:
     if not path.is_file():
         raise UserError(f"Model file not found: {path}")
     if suffix in SAFETENSORS_SUFFIXES:
+        from safetensors.torch import load_file
+
         try:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -50,6 +57,8 @@ def load_state_dict(path: Path) -> StateDict:
 def load_pickle_object(path: Path) -> object:
     """What a pickled weight file holds (nested dicts of tensors, as textual-inversion .pt files are), read with
     torch's weights-only loader: a pickle that would run code is refused with a UserError."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Model file not found: {path}")
@@ -68,6 +77,8 @@ def load_pickle_object(path: Path) -> object:
 
 
 def _load_pickle(path: Path) -> StateDict:
+    import torch
+
     data = load_pickle_object(path)
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]

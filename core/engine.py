@@ -63,7 +63,12 @@ class _Clock:
 
 
 class Engine:
-    """The generation engine. `run()` is a generator of events; the GPU work happens on a worker thread."""
+    """The generation engine. `run()` is a generator of events; the GPU work happens on a worker thread.
+    In-process, it is a core.dispatch.Generator; a generation worker process runs one behind core.worker."""
+
+    ready = True  # nothing to wait for in-process
+    problem = None
+    parallel_jobs = 1
 
     def __init__(
         self, models: ModelCache, outputs: OutputWriter, policy: DevicePolicy, styles: StyleLibrary | None = None
@@ -75,6 +80,9 @@ class Engine:
         self.embeddings = EmbeddingLibrary(models.registry)
         self.loras = LoraLibrary(models.registry)
         self._device_lock = threading.Lock()  # one job at a time per device, whoever asks
+
+    def close(self) -> None:
+        """Nothing to stop: the models go with the process."""
 
     def run(
         self, request: GenerationRequest, control: JobControl | None = None, mode: str | None = None
@@ -245,9 +253,7 @@ class Engine:
             channel.put(Notice(notice))
         return prepared
 
-    def _encode_prompts(
-        self, request: GenerationRequest, loaded, channel: EventSink
-    ) -> tuple[JobPrompts, str | None]:
+    def _encode_prompts(self, request: GenerationRequest, loaded, channel: EventSink) -> tuple[JobPrompts, str | None]:
         """Both prompts' conditionings for the whole job (with the checkpoint's embeddings), and the TI hashes of the
         embeddings used. An embedding that does not fit the checkpoint is a Notice; its name is read as words."""
         embeddings = self.embeddings.for_checkpoint(loaded)

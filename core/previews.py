@@ -11,8 +11,6 @@ from PIL import Image
 
 from core.families import Family
 
-PREVIEW_METHODS = ("Approximate", "Full VAE", "None")
-
 Previewer = Callable[[torch.Tensor], list[Image.Image]]
 
 

@@ -10,26 +10,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
-
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    DPMSolverSDEScheduler,  # a stand-in that raises on use when torchsde is missing; we check first
-    DPMSolverSinglestepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    KDPM2AncestralDiscreteScheduler,
-    KDPM2DiscreteScheduler,
-    LCMScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
-    UniPCMultistepScheduler,
-)
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from typing import TYPE_CHECKING, Any
 
 from core.errors import UserError
+
+if TYPE_CHECKING:
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+# The web process validates sampler names and writes infotext without importing diffusers (and with it torch):
+# schedulers are named here and their classes imported only where a job builds one (the generation worker).
 
 # A1111's labels (modules/sd_schedulers.py), in its order, limited to those diffusers reproduces:
 # - Uniform and Normal: A1111 spaces timesteps evenly from 999 down to 0 (both give the same sigmas) = "linspace"
@@ -73,7 +62,7 @@ _FIXED_STRIDE = ("Automatic", "SGM Uniform", "Simple")
 class SamplerSpec:
     """How one A1111 sampler is built from diffusers."""
 
-    scheduler_class: type[SchedulerMixin]
+    scheduler_name: str  # the diffusers class (e.g. "EulerDiscreteScheduler"), imported on first use
     kwargs: Mapping[str, Any]  # sampler-specific config on top of the family's base config
     schedule_types: tuple[str, ...]  # the "Schedule type" choices this scheduler can honour, "Automatic" first
     # What "Automatic" means in A1111 1.9+ when the sampler names a default (its options["scheduler"]); None means
@@ -81,15 +70,22 @@ class SamplerSpec:
     default_schedule_type: str | None = None
     requires: str | None = None  # a Python package that must be importable, for a clear error if it is not
 
+    @property
+    def scheduler_class(self) -> type[SchedulerMixin]:
+        import diffusers
+
+        # DPMSolverSDEScheduler is a stand-in that raises on use when torchsde is missing; make_scheduler checks.
+        return getattr(diffusers, self.scheduler_name)
+
 
 def _spec(
-    scheduler_class: type[SchedulerMixin],
+    scheduler_name: str,
     schedule_types: tuple[str, ...],
     default_schedule_type: str | None = None,
     requires: str | None = None,
     **kwargs: Any,
 ) -> SamplerSpec:
-    return SamplerSpec(scheduler_class, MappingProxyType(kwargs), schedule_types, default_schedule_type, requires)
+    return SamplerSpec(scheduler_name, MappingProxyType(kwargs), schedule_types, default_schedule_type, requires)
 
 
 # A1111's k-diffusion samplers space timesteps evenly from 999 to 0 unless a schedule type says otherwise
@@ -106,7 +102,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
     # last is 1st order here too, because the final sigma is zero); diffusers would also drop to 1st order on the
     # second-to-last step below 15 steps.
     "DPM++ 2M": _spec(
-        DPMSolverMultistepScheduler,
+        "DPMSolverMultistepScheduler",
         _ALL,
         "Karras",
         algorithm_type="dpmsolver++",
@@ -116,11 +112,11 @@ SAMPLERS: dict[str, SamplerSpec] = {
         **_K,
     ),
     # diffusers' port of k-diffusion's sample_dpmpp_sde, Brownian-tree noise included (hence torchsde).
-    "DPM++ SDE": _spec(DPMSolverSDEScheduler, _ALL, "Karras", requires="torchsde", **_K),
+    "DPM++ SDE": _spec("DPMSolverSDEScheduler", _ALL, "Karras", requires="torchsde", **_K),
     # Same update as k-diffusion's sample_dpmpp_2m_sde (eta 1); noise comes from the job's generator rather than a
     # Brownian tree, so a seed gives a different (equally distributed) image than in A1111.
     "DPM++ 2M SDE": _spec(
-        DPMSolverMultistepScheduler,
+        "DPMSolverMultistepScheduler",
         _ALL,
         "Exponential",
         algorithm_type="sde-dpmsolver++",
@@ -130,7 +126,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
         **_K,
     ),
     "DPM++ 2M SDE Heun": _spec(
-        DPMSolverMultistepScheduler,
+        "DPMSolverMultistepScheduler",
         _ALL,
         "Exponential",
         algorithm_type="sde-dpmsolver++",
@@ -146,7 +142,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
     # one model call where A1111's 2S step is two, so the same step count does about half of A1111's work.
     # The single-step solver has no timestep-spacing option, hence sigma schedules only.
     "DPM++ 2S a": _spec(
-        DPMSolverSinglestepScheduler,
+        "DPMSolverSinglestepScheduler",
         _SIGMAS_ONLY,
         "Karras",
         algorithm_type="sde-dpmsolver++",
@@ -155,24 +151,24 @@ SAMPLERS: dict[str, SamplerSpec] = {
         lower_order_final=True,  # diffusers requires it when the last sigma is zero
     ),
     # diffusers' Euler ancestral has no sigma-schedule options.
-    "Euler a": _spec(EulerAncestralDiscreteScheduler, _SPACING_ONLY, **_K),
-    "Euler": _spec(EulerDiscreteScheduler, _ALL, **_K),
-    "LMS": _spec(LMSDiscreteScheduler, _ALL, **_K),
-    "Heun": _spec(HeunDiscreteScheduler, _ALL, **_K),
+    "Euler a": _spec("EulerAncestralDiscreteScheduler", _SPACING_ONLY, **_K),
+    "Euler": _spec("EulerDiscreteScheduler", _ALL, **_K),
+    "LMS": _spec("LMSDiscreteScheduler", _ALL, **_K),
+    "Heun": _spec("HeunDiscreteScheduler", _ALL, **_K),
     # Approximation: A1111 runs DPM2 / DPM2 a on steps+1 sigmas with the penultimate one dropped
     # ("discard_next_to_last_sigma"); diffusers' KDPM2 schedulers use the plain steps-long schedule.
-    "DPM2": _spec(KDPM2DiscreteScheduler, _ALL, "Karras", **_K),
-    "DPM2 a": _spec(KDPM2AncestralDiscreteScheduler, _ALL, "Karras", **_K),
+    "DPM2": _spec("KDPM2DiscreteScheduler", _ALL, "Karras", **_K),
+    "DPM2 a": _spec("KDPM2AncestralDiscreteScheduler", _ALL, "Karras", **_K),
     # A1111's DDIM/PLMS use timesteps range(0, 1000, 1000 // steps) + 1: the checkpoint config's own "leading"
     # spacing with steps_offset 1, so "Automatic" keeps the base config as it is.
-    "DDIM": _spec(DDIMScheduler, _FIXED_STRIDE),
+    "DDIM": _spec("DDIMScheduler", _FIXED_STRIDE),
     # skip_prk_steps: A1111's PLMS starts with one pseudo-improved-Euler step, not PNDM's Runge-Kutta warm-up.
-    "PLMS": _spec(PNDMScheduler, _FIXED_STRIDE, skip_prk_steps=True),
+    "PLMS": _spec("PNDMScheduler", _FIXED_STRIDE, skip_prk_steps=True),
     # A1111's defaults (uni_pc_variant "bh1", uni_pc_order 3, uni_pc_skip_type "time_uniform"); time_uniform
     # evaluates the model at linspace(999, 0, steps + 1)[:-1], which is diffusers' "trailing" spacing, and ends at
     # t = 1/1000, i.e. sigma_min rather than zero (diffusers' bh1 update also turns to NaN on a zero final sigma).
     "UniPC": _spec(
-        UniPCMultistepScheduler,
+        "UniPCMultistepScheduler",
         _ALL,
         solver_type="bh1",
         solver_order=3,
@@ -183,7 +179,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
     # Approximation: diffusers' LCM picks its steps from the 50-step schedule LCM models were distilled on
     # (e.g. 999, 759, 499, 259 for 4 steps); A1111 interpolates evenly spaced sigmas over that same sub-schedule.
     # The update itself (denoise, then re-noise to the next level) is the same. Its spacing is not configurable.
-    "LCM": _spec(LCMScheduler, ("Automatic",)),
+    "LCM": _spec("LCMScheduler", ("Automatic",)),
 }
 
 

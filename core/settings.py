@@ -39,8 +39,7 @@ class Settings:
     def validated(self) -> Settings:
         """Return self when every value is usable, else raise UserError listing each problem."""
         # The default generation values must make a valid request: one set of rules for both.
-        from core.previews import PREVIEW_METHODS
-        from core.request import MAX_CONTROLNET_UNITS, GenerationRequest
+        from core.request import MAX_CONTROLNET_UNITS, PREVIEW_METHODS, GenerationRequest
 
         problems = []
         if self.preview_method not in PREVIEW_METHODS:

@@ -47,13 +47,27 @@ def request_to_wire(request: GenerationRequest) -> dict[str, Any]:
 
 def request_from_wire(data: dict[str, Any]) -> GenerationRequest:
     values = {key: open_image(value, key) if isinstance(value, bytes) else value for key, value in data.items()}
-    units = []
-    for unit in values.get("controlnet_units") or []:
-        image = unit.get("image")
-        units.append(ControlNetUnit(**{**unit, "image": open_image(image, "control image") if image else None}))
-    values["controlnet_units"] = tuple(units)
+    values["controlnet_units"] = tuple(unit_from_wire(unit) for unit in values.get("controlnet_units") or [])
     values["styles"] = tuple(values.get("styles") or ())
     return GenerationRequest(**values)
+
+
+def unit_to_wire(unit: ControlNetUnit) -> dict[str, Any]:
+    return _plain_fields(unit)
+
+
+def unit_from_wire(data: dict[str, Any]) -> ControlNetUnit:
+    image = data.get("image")
+    return ControlNetUnit(**{**data, "image": image_from_wire(image, "control image") if image else None})
+
+
+def image_to_wire(image: Image.Image) -> bytes:
+    """Lossless (PNG): a control map or an input image arrives with the pixels it left with."""
+    return _png(image)
+
+
+def image_from_wire(data: bytes, label: str = "image") -> Image.Image:
+    return open_image(data, label)
 
 
 def event_to_wire(event: Event) -> dict[str, Any]:

@@ -6,8 +6,10 @@ exits when its pipe closes, so it never outlives the web process.
 
 Messages, all plain data (core.wire):
   web → worker: {"op": "run", "job", "request" (styles already applied), "mode", "settings"}
+                · {"op": "preprocess", "job", "unit", "image", "width", "height"} (a ControlNet map preview)
                 · {"op": "interrupt" | "skip", "job"}
-  worker → web: {"op": "ready", "note"} · {"op": "event", "job", "event"} · {"op": "done", "job", "error", "loaded"}
+  worker → web: {"op": "ready", "note"} · {"op": "failed", "error"} (it cannot start: a device that is not there)
+                · {"op": "event", "job", "event"} · {"op": "done", "job", "error", "loaded", "image" (preprocess)}
 
 Nothing heavy is imported at module level: the web process imports this module only to name `serve` as the
 target of the processes it starts."""
@@ -16,9 +18,26 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+
+_DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def parse_devices(text: str) -> list[str]:
+    """`--device cuda:0,cuda:1` → one worker per name. Only the spelling is checked here (the web process has no
+    torch); a worker whose device is not there says so when it starts ({"op": "failed"})."""
+    from core.errors import UserError
+
+    devices = [device.strip() for device in text.split(",") if device.strip()] or ["auto"]
+    for device in devices:
+        if not _DEVICE_NAME.fullmatch(device):
+            raise UserError(f"Unknown device {device!r}; use auto, cpu, cuda or cuda:N (several: cuda:0,cuda:1).")
+    if len(set(devices)) < len(devices):
+        raise UserError(f"--device {text}: a device is listed twice; each runs one generation worker.")
+    return devices
 
 
 @dataclass
@@ -56,9 +75,15 @@ def serve(connection, config: WorkerConfig) -> None:
         os.environ["OMP_NUM_THREADS"] = str(config.threads)  # before torch is imported
     import torch
 
+    from core.errors import UserError
+
     if config.threads:
         torch.set_num_threads(config.threads)
-    engine = _build_engine(config)
+    try:
+        engine = _build_engine(config)
+    except UserError as exc:  # restarting would not help: say why and stop
+        connection.send({"op": "failed", "error": str(exc)})
+        os._exit(0)
     send_lock = threading.Lock()
 
     def send(message: dict) -> None:
@@ -70,7 +95,10 @@ def serve(connection, config: WorkerConfig) -> None:
     threading.Thread(target=_read, args=(connection, jobs, controls), daemon=True).start()
     send({"op": "ready", "note": engine.policy.note})
     while (message := jobs.get()) is not None:
-        _run(engine, config, message, controls, send)
+        if message["op"] == "preprocess":
+            _preprocess(engine, message, send)
+        else:
+            _run(engine, config, message, controls, send)
     os._exit(0)  # the pipe closed: the web process is gone or let us go
 
 
@@ -89,6 +117,8 @@ def _read(connection, jobs: queue.Queue, controls: dict) -> None:
         op = message.get("op")
         if op == "run":
             controls[message["job"]] = JobControl()
+            jobs.put(message)
+        elif op == "preprocess":
             jobs.put(message)
         elif op in ("interrupt", "skip") and (control := controls.get(message["job"])):
             control.interrupt() if op == "interrupt" else control.skip()
@@ -110,6 +140,22 @@ def _run(engine, config: WorkerConfig, message: dict, controls: dict, send) -> N
         controls.pop(job, None)
     error = str(sink.error) if sink.error else None
     send({"op": "done", "job": job, "error": error, "loaded": engine.models.loaded_names()})
+
+
+def _preprocess(engine, message: dict, send) -> None:
+    from core.errors import UserError
+    from core.wire import image_from_wire, image_to_wire, unit_from_wire
+
+    image, error = None, None
+    try:
+        unit = unit_from_wire(message["unit"])
+        source = image_from_wire(message["image"], "control image")
+        image = image_to_wire(engine.run_preprocessor(unit, source, message["width"], message["height"]))
+    except UserError as exc:
+        error = str(exc)
+    except Exception as exc:  # the worker must survive anything a preprocessor does, as a job
+        error = f"The preprocessor failed: {type(exc).__name__}: {exc}"
+    send({"op": "done", "job": message["job"], "error": error, "image": image, "loaded": engine.models.loaded_names()})
 
 
 def _build_engine(config: WorkerConfig):

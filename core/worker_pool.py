@@ -19,12 +19,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from PIL import Image
+
 from core.errors import UserError
 from core.events import Event, JobControl, Result, final_result
 from core.outputs import remove_partial_files
-from core.request import GenerationRequest
+from core.request import ControlNetUnit, GenerationRequest
 from core.styles import StyleLibrary, with_styles
-from core.wire import event_from_wire, request_to_wire
+from core.wire import event_from_wire, image_from_wire, image_to_wire, request_to_wire, unit_to_wire
 from core.worker import WorkerConfig, serve
 
 log = logging.getLogger(__name__)
@@ -85,15 +87,22 @@ class _Worker:
                 message = connection.recv()
             except (EOFError, OSError, TypeError):  # TypeError: the pipe was closed under recv() by stop()
                 break
-            if message.get("op") == "ready":
+            op = message.get("op")
+            if op == "ready":
                 self.ready, self.note, self.failed_starts = True, message.get("note"), 0
+                if self.note:
+                    log.info("Generation worker for %s: %s", self.config.device, self.note)
                 self.on_change()
+            elif op == "failed":  # e.g. --device cuda without a GPU: restarting would not help
+                self.failed = message["error"]
+                log.error("The generation worker for %s cannot start: %s", self.config.device, self.failed)
             else:
                 messages.put(message)
         process.join(timeout=10)
         was_ready, self.ready, self.loaded = self.ready, False, []
         messages.put({"op": "died", "why": _exit_reason(process.exitcode)})
-        if self.closing:
+        if self.closing or self.failed:
+            self.on_change()
             return
         remove_partial_files(Path(self.config.outputs_dir))
         self.failed_starts = 0 if was_ready else self.failed_starts + 1
@@ -109,6 +118,15 @@ class _Worker:
             )
             self.start()
         self.on_change()
+
+
+def _returned(events: Iterator) -> dict:
+    """What a generator returns, after running it through (its events are not wanted)."""
+    try:
+        while True:
+            next(events)
+    except StopIteration as stop:
+        return stop.value
 
 
 def _exit_reason(exitcode: int | None) -> str:
@@ -142,19 +160,40 @@ class WorkerPool:
     def ready(self) -> bool:
         return any(worker.ready for worker in self.workers)
 
+    @property
+    def problem(self) -> str | None:
+        if self.workers and all(worker.failed for worker in self.workers):
+            return " ".join(worker.failed for worker in self.workers)
+        return None
+
+    @property
+    def parallel_jobs(self) -> int:
+        return len(self.workers)
+
     def run(
         self, request: GenerationRequest, control: JobControl | None = None, mode: str | None = None
     ) -> Iterator[Event]:
         request = with_styles(request.validated(), self.styles)
-        control = control or JobControl()
-        worker = self._acquire(request.checkpoint)
+        message = {"op": "run", "request": request_to_wire(request), "mode": mode}
+        yield from self._dispatch(message, request.checkpoint, control or JobControl())
+
+    def run_preprocessor(self, unit: ControlNetUnit, image: Image.Image, width: int, height: int) -> Image.Image:
+        """The control map, made by a worker (which holds the annotators) between its jobs."""
+        message = {"op": "preprocess", "unit": unit_to_wire(unit), "image": image_to_wire(image)}
+        events = self._dispatch({**message, "width": width, "height": height}, None, JobControl())
+        done = _returned(events)
+        return image_from_wire(done["image"], "control map")
+
+    def _dispatch(self, message: dict, checkpoint: str | None, control: JobControl) -> Iterator[Event]:
+        """Sends one job to a free worker and yields its events; returns the worker's "done" message."""
+        worker = self._acquire(checkpoint)
         job, messages = uuid.uuid4().hex, worker.messages
-        message = {"op": "run", "job": job, "request": request_to_wire(request), "mode": mode}
-        worker.send({**message, "settings": self.settings()})
+        worker.send({**message, "job": job, "settings": self.settings()})
         finished = False
         try:
-            yield from self._events(worker, job, messages, control)
+            done = yield from self._events(worker, job, messages, control)
             finished = True
+            return done
         except UserError:
             finished = True
             raise
@@ -165,7 +204,7 @@ class WorkerPool:
                 worker.send({"op": "interrupt", "job": job})
                 threading.Thread(target=self._drain, args=(worker, messages), daemon=True).start()
 
-    def _events(self, worker: _Worker, job: str, messages: queue.Queue, control: JobControl) -> Iterator[Event]:
+    def _events(self, worker: _Worker, job: str, messages: queue.Queue, control: JobControl):
         interrupted, quiet = False, 0.0
         while True:
             if control.interrupted and not interrupted:
@@ -190,7 +229,7 @@ class WorkerPool:
                 worker.loaded = message.get("loaded") or []
                 if message["error"]:
                     raise UserError(message["error"])
-                return
+                return message
             elif op == "died":
                 raise UserError(CRASH_MESSAGE.format(why=message["why"]))
 
@@ -207,7 +246,7 @@ class WorkerPool:
                 break
         self._release(worker)
 
-    def _acquire(self, checkpoint: str) -> _Worker:
+    def _acquire(self, checkpoint: str | None) -> _Worker:
         with self._changed:
             while True:
                 free = [w for w in self.workers if w.ready and not w.busy]
@@ -215,8 +254,8 @@ class WorkerPool:
                     chosen = next((w for w in free if checkpoint in w.loaded), free[0])
                     chosen.busy = True
                     return chosen
-                if all(w.failed for w in self.workers):
-                    raise UserError(" ".join(w.failed for w in self.workers))
+                if self.problem:
+                    raise UserError(self.problem)
                 self._changed.wait(timeout=1)
 
     def _release(self, worker: _Worker) -> None:

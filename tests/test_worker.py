@@ -217,3 +217,36 @@ def test_a_consumer_that_goes_away_interrupts_its_job_and_frees_the_worker(pool)
     events.close()  # what Gradio does when the browser tab closes
     assert pool.generate(tiny_request(checkpoint=CKPT, steps=1)).images
     assert time.perf_counter() - started < 10  # the 150-step job did not run to its end first
+
+
+def test_a_control_map_preview_is_made_by_the_worker_as_in_process(pool, engine):
+    unit = ControlNetUnit(image=None, module="canny", model="canny.safetensors")
+    through_worker = pool.run_preprocessor(unit, picture(64, 64), 64, 64)
+    here = engine.run_preprocessor(unit, picture(64, 64), 64, 64)
+    assert through_worker.size == here.size == (64, 64)
+    assert np.array_equal(np.asarray(through_worker.convert("RGB")), np.asarray(here.convert("RGB")))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_device_that_is_not_there_is_said_at_once_and_not_restarted(models, tmp_path):
+    pool = WorkerPool([WorkerConfig(str(models), str(tmp_path / "o"), str(tmp_path / "c"), device="cuda")])
+    try:
+        with pytest.raises(UserError, match="no CUDA GPU is available"):
+            pool.generate(tiny_request(checkpoint=CKPT, steps=1))
+        assert "no CUDA GPU" in pool.problem and not pool.ready
+        first = pool.workers[0].process
+        time.sleep(1)
+        assert pool.workers[0].process is first and not first.is_alive()  # given up, not restarted in a loop
+    finally:
+        pool.close()
+
+
+def test_device_lists_are_checked_before_any_worker_starts():
+    from core.worker import parse_devices
+
+    assert parse_devices("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
+    assert parse_devices("") == ["auto"]
+    with pytest.raises(UserError, match="Unknown device 'gpu0'"):
+        parse_devices("cuda:0,gpu0")
+    with pytest.raises(UserError, match="listed twice"):
+        parse_devices("cpu,cpu")

@@ -1,10 +1,13 @@
-"""Through the running app: jobs run in a generation worker process, and killing it mid-job leaves the server
-serving, gives the job a clear message, and the next job works with no partial file left in the outputs."""
+"""Through the running app: jobs run in a generation worker process and the web process never loads torch;
+killing the worker mid-job leaves the server serving, gives the job a clear message, keeps the waiting jobs (which
+are told their place in the queue), and the next job works with no partial file left in the outputs."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +39,10 @@ def wait_for(condition, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+def loads_torch(pid: int) -> bool:
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+
+
 def test_killing_the_worker_mid_job_keeps_the_server_and_the_next_job_works(models_dir, tmp_path):
     with running_app(models_dir, tmp_path / "app") as app:
         client = Client(app.url, verbose=False)
@@ -43,14 +50,20 @@ def test_killing_the_worker_mid_job_keeps_the_server_and_the_next_job_works(mode
         image = small_png(tmp_path / "in.png")
         *_, gallery, _ = client.predict(*arguments(params, image), api_name="/txt2img")  # the worker is up
         (worker,) = worker_pids(app.process.pid)
+        assert loads_torch(worker) and not loads_torch(app.process.pid)  # the web process runs no model
 
         slow = arguments(params, image, **{"Sampling steps": 150, "Width": 256, "Height": 256})
         job = client.submit(*slow, api_name="/txt2img")
         wait_for(lambda: job.status().code.name in ("PROCESSING", "ITERATING", "PROGRESS"))
+        waiting = Client(app.url, verbose=False).submit(*arguments(params, image), api_name="/txt2img")  # another tab
+        wait_for(lambda: waiting.status().code.name == "IN_QUEUE" and waiting.status().rank is not None)
+        assert waiting.status().rank == 0  # its place in the queue: next (Gradio's overlay shows it on the page)
         time.sleep(1.5)  # into the sampling loop
         os.kill(worker, signal.SIGKILL)
         with pytest.raises(Exception, match=r"stopped unexpectedly \(signal 9\).*press Generate again"):  # noqa: B017
             job.result(timeout=120)
+        *_, waited, _ = waiting.result(timeout=120)  # the waiting job was not lost: the new worker ran it
+        assert len(waited) == 1
 
         assert httpx.get(app.url + "config", timeout=30).status_code == 200
         *_, gallery, infotext = client.predict(*arguments(params, image), api_name="/txt2img")
@@ -63,3 +76,31 @@ def test_killing_the_worker_mid_job_keeps_the_server_and_the_next_job_works(mode
                 Image.open(path).load()
         assert "signal 9" in app.log()
 
+
+def test_the_web_process_builds_the_whole_ui_without_importing_torch(models_dir, tmp_path):
+    """What app.py imports and builds in the web process (registry, styles, settings, every tab), with a worker
+    pool that has no workers: torch stays out of sys.modules."""
+    script = f"""
+import sys
+from pathlib import Path
+from core.registry import HashCache, ModelRegistry
+from core.settings import Settings
+from core.styles import StyleLibrary
+from core.worker_pool import WorkerPool
+from ui.app_ui import build_ui
+from ui.services import Services
+work = Path({str(tmp_path)!r})
+registry = ModelRegistry(Path({str(models_dir)!r}), HashCache(work / "models.json"))
+for kind in ("checkpoint", "controlnet", "vae", "lora"):
+    for entry in registry.list(kind):
+        registry.family_label(entry)  # reads the model files' headers
+services = Services(WorkerPool([]), registry, Settings(), work / "config.json", work, StyleLibrary(work / "s.csv"),
+                    work / "outputs")
+build_ui(services)
+heavy = sorted(name for name in ("torch", "diffusers", "controlnet_aux") if name in sys.modules)
+print("HEAVY", heavy)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=300
+    )
+    assert "HEAVY []" in done.stdout, done.stdout + done.stderr

@@ -16,12 +16,15 @@ from ui.services import Services
 from ui.settings_tab import build_settings_tab
 from ui.symbols import TOOLTIPS
 from ui.txt2img_tab import build_prompt_tab, build_txt2img_tab
+from ui.worker_status import build_worker_status
 
 CSS = """
 .tool-button { max-width: 2.75em; min-width: 2.75em !important; height: 2.75em; align-self: center; padding: 0;
   font-size: 1.15em; }
 .settings-section { margin-top: .6em; }
 .server-banner { padding: .6em 1em; border-radius: 6px; background: #b91c1c; color: #fff; font-weight: 600; }
+.worker-status { padding: .4em 1em; border-radius: 6px; background: var(--color-accent-soft); }
+.worker-failed { background: #b91c1c; color: #fff; }
 .job-progress { position: relative; height: 1.6em; border-radius: 6px; background: var(--block-background-fill);
   border: 1px solid var(--border-color-primary); overflow: hidden; }
 .job-progress-bar { position: absolute; inset: 0 auto 0 0; background: var(--color-accent-soft);
@@ -62,6 +65,7 @@ def build_ui(services: Services, banner: str = "") -> gr.Blocks:
     with gr.Blocks(title="SD Studio") as page:
         if banner:
             gr.HTML(f'<div class="server-banner" role="alert">{html.escape(banner)}</div>', elem_id="server_banner")
+        build_worker_status(services.generator)
         pickers = build_model_pickers(services.registry, services.settings.default_checkpoint)
         remembered = {"models": pickers.remembered(services.registry, services.settings)}
         with gr.Tabs() as tabs:

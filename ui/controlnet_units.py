@@ -104,7 +104,7 @@ def _build_unit(mode: str, index: int, services: Services, has_input_image: bool
         if values["image"] is None:
             raise gr.Error("Upload a control image first.")
         try:
-            return services.engine.run_preprocessor(
+            return services.generator.run_preprocessor(
                 unit_from_values(values), values["image"], int(values["processor_res"]), int(values["processor_res"])
             )
         except UserError as exc:

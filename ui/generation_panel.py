@@ -41,7 +41,7 @@ class PromptRow:
 def build_prompt_row(mode: str, services: Services) -> PromptRow:
     """Prompt and negative prompt with token counters, Generate/Interrupt/Skip, styles, and the LoRA/embedding
     browser below, as A1111 lays them out."""
-    styles = services.engine.styles
+    styles = services.styles
     with gr.Row():
         with gr.Column(scale=5):
             prompt = gr.Textbox(
@@ -213,7 +213,7 @@ def connect_generation(
             *(results.seeds, results.paths, results.selected),
         ],
         concurrency_id="gpu",  # every GPU job of every tab shares one queue, served by every worker
-        concurrency_limit=services.parallel_jobs,
+        concurrency_limit=services.generator.parallel_jobs,
         api_name=api_name or mode,
     )
 
@@ -239,7 +239,7 @@ def connect_job_controls(services: Services, prompt_row: PromptRow, controls: Sa
     controls.reuse_seed.click(
         lambda seeds: seeds[0] if seeds else -1, inputs=results.seeds, outputs=seed, queue=False, api_name=False
     )
-    outputs_dir = services.engine.outputs.outputs_dir
+    outputs_dir = services.outputs_dir
 
     def select_image(paths: list[str], evt: gr.SelectData):
         """The infotext of the image clicked in the gallery, read back from its PNG, and its path. The browser
@@ -260,7 +260,7 @@ def connect_job_controls(services: Services, prompt_row: PromptRow, controls: Sa
 
 def remembered_values(tab_fields: dict[str, gr.components.Component], services: Services) -> dict[str, Remembered]:
     """Every widget but the seed is remembered; defaults come from the settings when the page loads."""
-    settings, styles = services.settings, services.engine.styles
+    settings, styles = services.settings, services.styles
     defaults: dict[str, Callable[[], object]] = {
         "sampler_name": lambda: settings.default_sampler,
         "scheduler": lambda: settings.default_schedule_type,

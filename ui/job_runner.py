@@ -54,7 +54,7 @@ def run_job(services: Services, request: GenerationRequest, session: str, mode: 
     notices: list[str] = []
     started = time.perf_counter()
     try:
-        if services.workers and not services.workers.ready:
+        if not services.generator.ready:
             yield None, notices_html(["Starting the generation worker and loading the model…"]), None
         for event in services.generator.run(request, control, mode=mode):
             if isinstance(event, Progress):

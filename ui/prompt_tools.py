@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from core.errors import UserError
-from core.prompt_encoding import count_tokens
+from core.prompt_chunks import count_tokens
 from core.request import MAX_NAME_LENGTH, MAX_PROMPT_LENGTH
 from core.styles import Style, StyleLibrary
 from core.tokenizers import clip_tokenizer

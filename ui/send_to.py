@@ -33,7 +33,7 @@ SENT_FIELDS = (
 def connect_send_to(
     source: GenerationTab, target: GenerationTab, button: gr.Button, tabs: gr.Tabs, services: Services
 ) -> None:
-    styles, outputs_dir = services.engine.styles, services.engine.outputs.outputs_dir
+    styles, outputs_dir = services.styles, services.outputs_dir
     names = [name for name in SENT_FIELDS if name in target.fields]
     outputs = [target.image_input, *(target.fields[name] for name in names), tabs]
 

@@ -6,12 +6,12 @@ import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core.engine import Engine
+from core.dispatch import Generator
 from core.events import JobControl
 from core.registry import ModelRegistry
 from core.served_files import checked_output_folder, never_served
 from core.settings import Settings, resolve_folder
-from core.worker_pool import WorkerPool
+from core.styles import StyleLibrary
 
 
 @dataclass
@@ -48,24 +48,15 @@ RESTART_SETTINGS = {
 
 @dataclass
 class Services:
-    engine: Engine
+    generator: Generator  # runs the jobs: the generation worker processes (or, in scripts, an in-process Engine)
     registry: ModelRegistry
     settings: Settings
     settings_path: Path
     base_dir: Path  # relative folders in the settings are taken from here
+    styles: StyleLibrary
+    outputs_dir: Path  # where the jobs save images: the only folder of ours the server serves
     ui_secret: str = ""  # the key the browser's remembered values are encrypted with
     jobs: SessionJobs = field(default_factory=SessionJobs)
-    workers: WorkerPool | None = None  # the generation worker processes; None: jobs run in this process
-
-    @property
-    def generator(self) -> Engine | WorkerPool:
-        """What runs generation jobs: both give the same events for the same request."""
-        return self.workers or self.engine
-
-    @property
-    def parallel_jobs(self) -> int:
-        """How many jobs run at once: one per worker (one per device)."""
-        return len(self.workers.workers) if self.workers else 1
 
     def apply_settings(self, new: Settings) -> list[str]:
         """Validate, save to the settings file and apply at once; returns notes for what waits for a restart."""

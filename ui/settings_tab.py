@@ -7,8 +7,7 @@ from dataclasses import asdict
 import gradio as gr
 
 from core.errors import UserError
-from core.previews import PREVIEW_METHODS
-from core.request import MAX_CONTROLNET_UNITS, MAX_STEPS
+from core.request import MAX_CONTROLNET_UNITS, MAX_STEPS, PREVIEW_METHODS
 from core.samplers import SAMPLERS, SCHEDULE_TYPES
 from core.settings import MAX_MODEL_CACHE_SIZE, SD2_PREDICTION_TYPES, Settings
 from ui.model_pickers import checkpoint_choices

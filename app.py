@@ -48,6 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=0, help="CPU threads per generation worker (default: cores / workers)"
     )
     parser.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=600,
+        metavar="SECONDS",
+        help="a generation worker silent this long during a job is restarted (default 600)",
+    )
+    parser.add_argument(
         "--precision",
         default="auto",
         choices=["auto", "fp16", "bf16", "fp32"],
@@ -166,7 +173,7 @@ def _start_workers(args, devices, settings, models_dir, outputs_dir, cache_dir, 
         WorkerConfig(str(models_dir), str(outputs_dir), str(cache_dir), device, args.precision, threads)
         for device in devices
     ]
-    return WorkerPool(configs, styles, settings=settings.worker_settings)
+    return WorkerPool(configs, styles, settings=settings.worker_settings, hang_seconds=args.worker_timeout)
 
 
 def _served_outputs(settings, args: argparse.Namespace) -> Path:

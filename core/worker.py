@@ -9,7 +9,8 @@ Messages, all plain data (core.wire):
                 · {"op": "preprocess", "job", "unit", "image", "width", "height"} (a ControlNet map preview)
                 · {"op": "interrupt" | "skip", "job"}
   worker → web: {"op": "ready", "note"} · {"op": "failed", "error"} (it cannot start: a device that is not there)
-                · {"op": "event", "job", "event"} · {"op": "done", "job", "error", "loaded", "image" (preprocess)}
+                · {"op": "event", "job", "event"}
+                · {"op": "done", "job", "error", "loaded", "seconds", "image" (a preprocess's map)}
 
 Nothing heavy is imported at module level: the web process imports this module only to name `serve` as the
 target of the processes it starts."""
@@ -20,6 +21,7 @@ import os
 import queue
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +73,10 @@ class _PipeSink:
 
 def serve(connection, config: WorkerConfig) -> None:
     """The worker process's entry point."""
+    import signal
+
+    # Ctrl+C in the terminal reaches the whole process group: the web process stops us by closing the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if config.threads:
         os.environ["OMP_NUM_THREADS"] = str(config.threads)  # before torch is imported
     import torch
@@ -131,6 +137,7 @@ def _run(engine, config: WorkerConfig, message: dict, controls: dict, send) -> N
     job = message["job"]
     config.settings.update(message.get("settings") or {})
     sink = _PipeSink(send, job)
+    started = time.perf_counter()
     try:
         request = request_from_wire(message["request"])
         engine.run_here(request, controls[job], sink, message.get("mode"), styles_applied=True)
@@ -139,7 +146,8 @@ def _run(engine, config: WorkerConfig, message: dict, controls: dict, send) -> N
     finally:
         controls.pop(job, None)
     error = str(sink.error) if sink.error else None
-    send({"op": "done", "job": job, "error": error, "loaded": engine.models.loaded_names()})
+    seconds = time.perf_counter() - started  # the job's own time: the web side's wall time less this is dispatch
+    send({"op": "done", "job": job, "error": error, "loaded": engine.models.loaded_names(), "seconds": seconds})
 
 
 def _preprocess(engine, message: dict, send) -> None:

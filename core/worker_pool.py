@@ -149,6 +149,7 @@ class WorkerPool:
         self._changed = threading.Condition()
         self.workers = [_Worker(context, config, self._notify) for config in configs]
         self.styles, self.settings, self.hang_seconds = styles, settings, hang_seconds
+        self.last_job_seconds: float | None = None  # what the latest job took inside its worker (for bench/)
         for worker in self.workers:
             worker.start()
 
@@ -227,6 +228,7 @@ class WorkerPool:
                 yield event_from_wire(message["event"])
             elif op == "done":
                 worker.loaded = message.get("loaded") or []
+                self.last_job_seconds = message.get("seconds")
                 if message["error"]:
                     raise UserError(message["error"])
                 return message

@@ -104,3 +104,25 @@ print("HEAVY", heavy)
         [sys.executable, "-c", script], cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=300
     )
     assert "HEAVY []" in done.stdout, done.stdout + done.stderr
+
+
+def test_no_worker_outlives_the_web_process(models_dir, tmp_path):
+    with running_app(models_dir, tmp_path / "app") as app:
+        wait_for(lambda: len(worker_pids(app.process.pid)) == 1)
+        (worker,) = worker_pids(app.process.pid)
+        app.process.send_signal(signal.SIGINT)  # Ctrl+C: the web process stops, and its workers with it
+        app.process.wait(timeout=60)
+        wait_for(lambda: not Path(f"/proc/{worker}").exists() or _zombie(worker), timeout=30)
+    with running_app(models_dir, tmp_path / "again") as app:
+        wait_for(lambda: len(worker_pids(app.process.pid)) == 1)
+        (worker,) = worker_pids(app.process.pid)
+        app.process.kill()  # no chance to clean up: the worker sees its pipe close and exits
+        app.process.wait(timeout=60)
+        wait_for(lambda: not Path(f"/proc/{worker}").exists() or _zombie(worker), timeout=30)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

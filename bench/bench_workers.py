@@ -1,0 +1,190 @@
+"""Times txt2img through a generation worker process, as the UI runs it, against the plain diffusers pipeline.
+
+In one run, same model, seed, steps, size, sampler (Euler) and CFG 7:
+- the plain diffusers pipeline on the main thread of this process (as its docs show it);
+- our engine in this process on a job thread (the design before issue 17, for the before/after table);
+- our engine through a worker process (core.worker_pool.WorkerPool.run, events and previews decoded as the UI
+  gets them), previews None / Approximate every step / Full VAE every 5 steps / Full VAE every step;
+- the dispatch overhead per job (wall time here less the job's own time inside the worker);
+- the transport of one preview (JPEG encode in the worker, the pipe, decode here).
+Prints seconds per image and the ratio ours/plain. Random weights run exactly as fast as trained ones.
+
+    .venv/bin/python bench/bench_workers.py --preset tiny --size 256 --steps 10 --repeats 5      # CPU
+    .venv/bin/python bench/bench_workers.py --preset sd15 --size 512 --steps 20 --device cuda
+    .venv/bin/python bench/bench_workers.py --preset sdxl --size 1024 --steps 20 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from bench_txt2img import build, plain_pipeline, sync, timed  # noqa: E402
+from diffusers.utils import logging as diffusers_logging  # noqa: E402
+from PIL import Image  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+from core.devices import choose_policy  # noqa: E402
+from core.engine import Engine  # noqa: E402
+from core.events import Progress, final_result  # noqa: E402
+from core.model_cache import ModelCache  # noqa: E402
+from core.outputs import OutputWriter  # noqa: E402
+from core.registry import HashCache, ModelRegistry  # noqa: E402
+from core.request import GenerationRequest  # noqa: E402
+from core.wire import event_from_wire, event_to_wire  # noqa: E402
+from core.worker import WorkerConfig  # noqa: E402
+from core.worker_pool import WorkerPool  # noqa: E402
+from training.ldm_export import to_ldm_state_dict  # noqa: E402
+
+PROMPT = "a photograph of an astronaut riding a horse"
+PREVIEWS = (("None", 1), ("Approximate", 1), ("Full VAE", 5), ("Full VAE", 1))
+
+
+def request(args, method: str = "None", every: int = 1) -> GenerationRequest:
+    return GenerationRequest(
+        prompt=PROMPT,
+        checkpoint="bench.safetensors",
+        sampler_name="Euler",
+        steps=args.steps,
+        cfg_scale=7.0,
+        width=args.size,
+        height=args.size,
+        seed=1,
+        preview_method=method,
+        preview_every_n_steps=every,
+    )
+
+
+def through_the_worker(pool: WorkerPool, job: GenerationRequest) -> int:
+    """As ui.job_runner consumes a job: every event, previews decoded. Returns how many previews arrived."""
+    previews = 0
+    for event in pool.run(job, mode="txt2img"):
+        if isinstance(event, Progress) and event.preview:
+            previews += 1
+    return previews
+
+
+def preview_transport_ms(size: int, repeats: int = 50) -> float:
+    """One preview of the job's size: encoded as the worker does, sent through a real pipe, decoded as here."""
+    ours, theirs = multiprocessing.Pipe()
+    picture = Image.effect_mandelbrot((size, size), (-2, -1.5, 1, 1.5), 100).convert("RGB")  # detail, like a preview
+    event = Progress(step=1, total_steps=10, batch_index=0, batch_count=1, elapsed=0.1, eta=1.0, preview=[picture])
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        theirs.send({"op": "event", "event": event_to_wire(event)})
+        event_from_wire(ours.recv()["event"])
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=["tiny", "sd15", "sdxl"], default="tiny")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+    args = parser.parse_args()
+    diffusers_logging.set_verbosity_error()
+    torch.manual_seed(0)
+    policy = choose_policy(args.device, args.precision)
+    family, parts = build(args.preset)
+    for module in parts.values():
+        module.eval().requires_grad_(False)
+
+    work = Path(tempfile.mkdtemp(prefix="bench-workers-"))
+    pool = None
+    try:
+        ckpt_dir = work / "models" / "Stable-diffusion"
+        ckpt_dir.mkdir(parents=True)
+        state = {k: v.to(torch.float16).contiguous() for k, v in to_ldm_state_dict(family, parts).items()}
+        save_file(state, ckpt_dir / "bench.safetensors")
+        del state
+        threads = torch.get_num_threads()  # the worker gets what app.py gives one worker: all the cores
+        config = WorkerConfig(
+            str(work / "models"),
+            str(work / "outputs"),
+            str(work / "cache"),
+            str(policy.device),
+            args.precision,
+            threads,
+        )
+        pool = WorkerPool([config])
+        while not pool.ready:  # nothing else may take the cores while the plain pipeline is timed
+            if pool.problem:
+                raise SystemExit(pool.problem)
+            time.sleep(0.1)
+
+        plain = plain_pipeline(family, parts, policy)
+
+        def run_plain():
+            plain(
+                prompt=PROMPT,
+                negative_prompt="",
+                num_inference_steps=args.steps,
+                guidance_scale=7.0,
+                width=args.size,
+                height=args.size,
+                generator=torch.Generator("cpu").manual_seed(1),
+            )
+
+        plain_s = timed(run_plain, policy.device, args.repeats)
+        plain.to("cpu")  # free the device for the engine's copies
+        parts.clear()
+
+        registry = ModelRegistry(work / "models", HashCache(work / "cache.json"))
+        models = ModelCache(registry, policy, capacity=lambda: 1, sd2_prediction=lambda: "epsilon")
+        engine = Engine(models, OutputWriter(work / "outputs-in-process"), policy)
+        in_process_s = timed(lambda: final_result(engine.run(request(args))), policy.device, args.repeats)
+        models.activate("bench.safetensors").loaded.pipeline.to("cpu")  # the worker's copy needs the device
+
+        name = torch.cuda.get_device_name() if policy.device.type == "cuda" else f"CPU, {threads} threads"
+        print(
+            f"device: {policy.device} ({name}), precision {policy.precision_name}, preset {args.preset}, "
+            f"{args.size}x{args.size}, {args.steps} steps, Euler, CFG 7, median of {args.repeats}"
+        )
+        print(f"{'run':<44}{'s/image':>10}{'it/s':>9}{'ours/plain':>12}")
+        print(f"{'plain diffusers pipeline (main thread)':<44}{plain_s:>10.3f}{args.steps / plain_s:>9.2f}{1.0:>12.3f}")
+        label = "engine in-process, job thread (before)"
+        print(f"{label:<44}{in_process_s:>10.3f}{args.steps / in_process_s:>9.2f}{in_process_s / plain_s:>12.3f}")
+        overheads = []
+        for method, every in PREVIEWS:
+            job = request(args, method, every)
+            through_the_worker(pool, job)  # warm-up (the first one also loads the checkpoint in the worker)
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                through_the_worker(pool, job)
+                times.append(time.perf_counter() - start)
+                overheads.append(times[-1] - pool.last_job_seconds)
+            seconds = statistics.median(times)
+            label = f"worker, previews {method}" + (f" every {every}" if method != "None" else "")
+            print(f"{label:<44}{seconds:>10.3f}{args.steps / seconds:>9.2f}{seconds / plain_s:>12.3f}")
+        print(f"dispatch overhead per job (median of {len(overheads)}): {statistics.median(overheads) * 1000:.1f} ms")
+        print(
+            f"preview transport ({args.size}x{args.size}, JPEG, encode + pipe + decode): "
+            f"{preview_transport_ms(args.size):.2f} ms"
+        )
+        sync(policy.device)
+    finally:
+        if pool:
+            pool.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

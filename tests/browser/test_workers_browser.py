@@ -1,0 +1,37 @@
+"""Two people on one worker, in real browsers: the second one's job waits and the page shows its place in the
+queue; a tab closed mid-job stops that job, so the next person does not wait for it."""
+
+from __future__ import annotations
+
+import time
+
+from tests.browser.test_txt2img_browser import quick_settings
+
+
+def test_a_waiting_job_shows_its_place_in_the_queue(open_page):
+    first, second = open_page(), open_page()  # two browsers: two sessions
+    quick_settings(first, steps=150, size=512)
+    quick_settings(second, steps=1, size=64)
+    marker = second.job_marker()
+    first.click("txt2img_generate")
+    first.page.locator("#txt2img_progress .job-progress").wait_for(timeout=60_000)  # running on the worker
+    second.click("txt2img_generate")
+    # Gradio's status overlay on the waiting job's outputs: "queue: 1/1 | …" while the first job runs.
+    queued = second.page.locator("#txt2img_gallery .progress-text, #txt2img_progress .progress-text")
+    queued.filter(has_text="queue").first.wait_for(timeout=30_000)
+    assert "queue: 1/" in queued.filter(has_text="queue").first.inner_text()
+    first.click("txt2img_interrupt")
+    assert "Steps: 1," in second.wait_for_job(marker)
+
+
+def test_closing_the_tab_stops_its_job(open_page):
+    leaving, staying = open_page(), open_page()
+    quick_settings(leaving, steps=150, size=512)
+    quick_settings(staying, steps=1, size=64)
+    leaving.click("txt2img_generate")
+    leaving.page.locator("#txt2img_progress .job-progress").wait_for(timeout=60_000)
+    leaving.page.close()
+    started = time.perf_counter()
+    assert "Steps: 1," in staying.generate()
+    # The 150-step 512x512 job alone takes well over 20 s here; it was stopped instead of run to its end.
+    assert time.perf_counter() - started < 15

@@ -1,13 +1,16 @@
 """Times txt2img through a generation worker process, as the UI runs it, against the plain diffusers pipeline.
 
-In one run, same model, seed, steps, size, sampler (Euler) and CFG 7:
-- the plain diffusers pipeline on the main thread of this process (as its docs show it);
-- our engine in this process on a job thread (the design before issue 17, for the before/after table);
-- our engine through a worker process (core.worker_pool.WorkerPool.run, events and previews decoded as the UI
-  gets them), previews None / Approximate every step / Full VAE every 5 steps / Full VAE every step;
+In one run, same model, seed, steps, size, sampler (Euler) and CFG 7, this process playing the web process:
+- the plain diffusers pipeline on the main thread of its own process (as its docs show it);
+- our engine in that process on a job thread (the design before issue 17, for the before/after table), and on
+  its main thread (what a worker does, without the process boundary: the difference is the boundary's cost);
+- our engine through a worker process (core.worker_pool.WorkerPool.run, events and previews decoded here as the
+  UI gets them), previews None / Approximate every step / Full VAE every 5 steps / Full VAE every step;
 - the dispatch overhead per job (wall time here less the job's own time inside the worker);
 - the transport of one preview (JPEG encode in the worker, the pipe, decode here).
-Prints seconds per image and the ratio ours/plain. Random weights run exactly as fast as trained ones.
+The runs are interleaved (one of each per round, after a warm-up of each), so drift in the machine's speed falls
+on all of them alike. Prints median seconds per image and the ratio ours/plain. Random weights run exactly as fast
+as trained ones.
 
     .venv/bin/python bench/bench_workers.py --preset tiny --size 256 --steps 10 --repeats 5      # CPU
     .venv/bin/python bench/bench_workers.py --preset sd15 --size 512 --steps 20 --device cuda
@@ -31,14 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from bench_txt2img import build, plain_pipeline, sync, timed  # noqa: E402
+from bench_txt2img import build, plain_pipeline, sync  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from core.devices import choose_policy  # noqa: E402
 from core.engine import Engine  # noqa: E402
-from core.events import Progress, final_result  # noqa: E402
+from core.events import JobControl, Progress, final_result  # noqa: E402
 from core.model_cache import ModelCache  # noqa: E402
 from core.outputs import OutputWriter  # noqa: E402
 from core.registry import HashCache, ModelRegistry  # noqa: E402
@@ -90,6 +93,51 @@ def preview_transport_ms(size: int, repeats: int = 50) -> float:
     return statistics.median(times) * 1000
 
 
+class _NoSink:
+    def put(self, event) -> None:
+        pass
+
+    def close(self, error=None) -> None:
+        if error:
+            raise error
+
+
+def _reference(connection, preset: str, device: str, precision: str, models_dir: str, outputs_dir: str) -> None:
+    """The plain pipeline's own process (and the in-process engine, as the UI ran it before the workers): runs
+    what it is asked and answers with the seconds it took."""
+    diffusers_logging.set_verbosity_error()
+    torch.manual_seed(0)
+    policy = choose_policy(device, precision)
+    family, parts = build(preset)  # the same seed: the same weights the checkpoint file was written from
+    for module in parts.values():
+        module.eval().requires_grad_(False)
+    plain = plain_pipeline(family, parts, policy)
+    registry = ModelRegistry(Path(models_dir), HashCache(Path(outputs_dir) / "cache.json"))
+    models = ModelCache(registry, policy, capacity=lambda: 1, sd2_prediction=lambda: "epsilon")
+    engine = Engine(models, OutputWriter(Path(outputs_dir)), policy)
+    connection.send("ready")
+    while (message := connection.recv()) is not None:
+        what, args = message
+        sync(policy.device)
+        start = time.perf_counter()
+        if what == "plain":
+            plain(
+                prompt=PROMPT,
+                negative_prompt="",
+                num_inference_steps=args.steps,
+                guidance_scale=7.0,
+                width=args.size,
+                height=args.size,
+                generator=torch.Generator("cpu").manual_seed(1),
+            )
+        elif what == "main_thread":  # the engine as a worker runs it, without the process boundary
+            engine.run_here(request(args), JobControl(), _NoSink(), "txt2img")
+        else:
+            final_result(engine.run(request(args)))
+        sync(policy.device)
+        connection.send(time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=["tiny", "sd15", "sdxl"], default="tiny")
@@ -103,84 +151,80 @@ def main() -> None:
     torch.manual_seed(0)
     policy = choose_policy(args.device, args.precision)
     family, parts = build(args.preset)
-    for module in parts.values():
-        module.eval().requires_grad_(False)
-
     work = Path(tempfile.mkdtemp(prefix="bench-workers-"))
-    pool = None
+    pool = reference = None
     try:
         ckpt_dir = work / "models" / "Stable-diffusion"
         ckpt_dir.mkdir(parents=True)
         state = {k: v.to(torch.float16).contiguous() for k, v in to_ldm_state_dict(family, parts).items()}
         save_file(state, ckpt_dir / "bench.safetensors")
-        del state
-        threads = torch.get_num_threads()  # the worker gets what app.py gives one worker: all the cores
-        config = WorkerConfig(
-            str(work / "models"),
-            str(work / "outputs"),
-            str(work / "cache"),
-            str(policy.device),
-            args.precision,
-            threads,
+        del state, parts
+        threads = torch.get_num_threads()  # what app.py gives a single worker: all the cores
+        device, models = str(policy.device), str(work / "models")
+        pool = WorkerPool(
+            [WorkerConfig(models, str(work / "outputs"), str(work / "cache"), device, args.precision, threads)]
         )
-        pool = WorkerPool([config])
-        while not pool.ready:  # nothing else may take the cores while the plain pipeline is timed
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        reference = context.Process(
+            target=_reference,
+            args=(theirs, args.preset, device, args.precision, models, str(work / "ref")),
+            daemon=True,
+        )
+        reference.start()
+        ours.recv()
+        while not pool.ready:
             if pool.problem:
                 raise SystemExit(pool.problem)
             time.sleep(0.1)
 
-        plain = plain_pipeline(family, parts, policy)
+        def in_reference(what: str) -> float:
+            ours.send((what, args))
+            return ours.recv()
 
-        def run_plain():
-            plain(
-                prompt=PROMPT,
-                negative_prompt="",
-                num_inference_steps=args.steps,
-                guidance_scale=7.0,
-                width=args.size,
-                height=args.size,
-                generator=torch.Generator("cpu").manual_seed(1),
-            )
+        overheads: list[float] = []
 
-        plain_s = timed(run_plain, policy.device, args.repeats)
-        plain.to("cpu")  # free the device for the engine's copies
-        parts.clear()
+        def through_worker(job: GenerationRequest) -> float:
+            start = time.perf_counter()
+            through_the_worker(pool, job)
+            seconds = time.perf_counter() - start
+            overheads.append(seconds - pool.last_job_seconds)
+            return seconds
 
-        registry = ModelRegistry(work / "models", HashCache(work / "cache.json"))
-        models = ModelCache(registry, policy, capacity=lambda: 1, sd2_prediction=lambda: "epsilon")
-        engine = Engine(models, OutputWriter(work / "outputs-in-process"), policy)
-        in_process_s = timed(lambda: final_result(engine.run(request(args))), policy.device, args.repeats)
-        models.activate("bench.safetensors").loaded.pipeline.to("cpu")  # the worker's copy needs the device
+        runs = {
+            "plain diffusers pipeline (main thread)": lambda: in_reference("plain"),
+            "engine in-process, job thread (before)": lambda: in_reference("in_process"),
+            "engine, main thread of plain's process": lambda: in_reference("main_thread"),
+        }
+        for method, every in PREVIEWS:
+            label = f"worker, previews {method}" + (f" every {every}" if method != "None" else "")
+            job = request(args, method, every)
+            runs[label] = lambda job=job: through_worker(job)
+        for run in runs.values():
+            run()  # warm-up: kernels, allocator, the checkpoint's first load
+        overheads.clear()
+        times: dict[str, list[float]] = {label: [] for label in runs}
+        for _ in range(args.repeats):
+            for label, run in runs.items():
+                times[label].append(run())
 
         name = torch.cuda.get_device_name() if policy.device.type == "cuda" else f"CPU, {threads} threads"
         print(
             f"device: {policy.device} ({name}), precision {policy.precision_name}, preset {args.preset}, "
-            f"{args.size}x{args.size}, {args.steps} steps, Euler, CFG 7, median of {args.repeats}"
+            f"{args.size}x{args.size}, {args.steps} steps, Euler, CFG 7, median of {args.repeats}, interleaved"
         )
         print(f"{'run':<44}{'s/image':>10}{'it/s':>9}{'ours/plain':>12}")
-        print(f"{'plain diffusers pipeline (main thread)':<44}{plain_s:>10.3f}{args.steps / plain_s:>9.2f}{1.0:>12.3f}")
-        label = "engine in-process, job thread (before)"
-        print(f"{label:<44}{in_process_s:>10.3f}{args.steps / in_process_s:>9.2f}{in_process_s / plain_s:>12.3f}")
-        overheads = []
-        for method, every in PREVIEWS:
-            job = request(args, method, every)
-            through_the_worker(pool, job)  # warm-up (the first one also loads the checkpoint in the worker)
-            times = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                through_the_worker(pool, job)
-                times.append(time.perf_counter() - start)
-                overheads.append(times[-1] - pool.last_job_seconds)
-            seconds = statistics.median(times)
-            label = f"worker, previews {method}" + (f" every {every}" if method != "None" else "")
+        plain_s = statistics.median(times["plain diffusers pipeline (main thread)"])
+        for label, values in times.items():
+            seconds = statistics.median(values)
             print(f"{label:<44}{seconds:>10.3f}{args.steps / seconds:>9.2f}{seconds / plain_s:>12.3f}")
         print(f"dispatch overhead per job (median of {len(overheads)}): {statistics.median(overheads) * 1000:.1f} ms")
-        print(
-            f"preview transport ({args.size}x{args.size}, JPEG, encode + pipe + decode): "
-            f"{preview_transport_ms(args.size):.2f} ms"
-        )
-        sync(policy.device)
+        transport = preview_transport_ms(args.size)
+        print(f"preview transport ({args.size}x{args.size}, JPEG, encode + pipe + decode): {transport:.2f} ms")
     finally:
+        if reference:
+            ours.send(None)
+            reference.join(timeout=30)
         if pool:
             pool.close()
         shutil.rmtree(work, ignore_errors=True)

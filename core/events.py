@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -70,12 +70,25 @@ class JobControl:
     def __init__(self) -> None:
         self._interrupt = threading.Event()
         self._skip = threading.Event()
+        self._listeners: list[Callable[[], None]] = []
 
     def interrupt(self) -> None:
         self._interrupt.set()
+        self._changed()
 
     def skip(self) -> None:
         self._skip.set()
+        self._changed()
+
+    def watch(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Calls `listener` after each Interrupt or Skip (a job in another process is told at once, with no
+        polling); returns the function that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            listener()
 
     @property
     def interrupted(self) -> bool:

@@ -54,15 +54,16 @@ def _x0_of(scheduler, output) -> torch.Tensor | None:
 
 
 def approximate_previewer(family: Family) -> Previewer:
-    """Latent channels mixed straight to RGB with per-family factors: free, at 1/8 resolution."""
+    """Latent channels mixed straight to RGB with per-family factors: free, at 1/8 resolution. Sent at that size
+    (a 64x64 JPEG for 512x512 is a few hundred bytes to encode, send and decode at every step); the page scales it
+    up to the preview's box (ui.app_ui's CSS)."""
     factors = torch.tensor(family.latent_rgb_factors, dtype=torch.float32)
     bias = torch.tensor(family.latent_rgb_bias, dtype=torch.float32)
 
     def preview(latents: torch.Tensor) -> list[Image.Image]:
         rgb = torch.einsum("bchw,cr->bhwr", latents.float().cpu(), factors) + bias
         pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-        # Shown at the image's size (the latent is 1/8 of it), so the preview does not sit as a thumbnail.
-        return [Image.fromarray(p).resize((p.shape[1] * 8, p.shape[0] * 8), Image.BILINEAR) for p in pixels]
+        return [Image.fromarray(p) for p in pixels]
 
     return preview
 

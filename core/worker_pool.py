@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,7 +37,6 @@ CRASH_MESSAGE = (
     "Your settings are kept: press Generate again."
 )
 MAX_FAILED_STARTS = 3  # a worker that dies this many times before it is ready is given up (its error is shown)
-POLL_SECONDS = 0.02  # how often a waiting job looks at its Interrupt/Skip flags
 
 
 class _Worker:
@@ -206,34 +206,39 @@ class WorkerPool:
                 threading.Thread(target=self._drain, args=(worker, messages), daemon=True).start()
 
     def _events(self, worker: _Worker, job: str, messages: queue.Queue, control: JobControl):
-        interrupted, quiet = False, 0.0
-        while True:
-            if control.interrupted and not interrupted:
-                worker.send({"op": "interrupt", "job": job})
-                interrupted = True
-            if control.take_skip():
-                worker.send({"op": "skip", "job": job})
-            try:
-                message = messages.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                quiet += POLL_SECONDS
-                if quiet >= self.hang_seconds:
+        """The job's events as they come; Interrupt and Skip are sent on at once (the control wakes this loop, so
+        nothing polls while the worker computes: on a small machine every wake-up takes a core from torch)."""
+        unwatch = control.watch(lambda: messages.put({"op": "control"}))
+        interrupted, answered = False, time.monotonic()
+        try:
+            while True:
+                if control.interrupted and not interrupted:
+                    worker.send({"op": "interrupt", "job": job})
+                    interrupted = True
+                if control.take_skip():
+                    worker.send({"op": "skip", "job": job})
+                try:
+                    message = messages.get(timeout=max(0.0, answered + self.hang_seconds - time.monotonic()))
+                except queue.Empty:
                     worker.ready = False  # no job goes to it before its replacement says it is ready
                     worker.kill()
                     raise UserError(CRASH_MESSAGE.format(why=f"no answer for {self.hang_seconds:g} s")) from None
-                continue
-            quiet = 0.0
-            op = message["op"]
-            if op == "event":
-                yield event_from_wire(message["event"])
-            elif op == "done":
-                worker.loaded = message.get("loaded") or []
-                self.last_job_seconds = message.get("seconds")
-                if message["error"]:
-                    raise UserError(message["error"])
-                return message
-            elif op == "died":
-                raise UserError(CRASH_MESSAGE.format(why=message["why"]))
+                op = message["op"]
+                if op == "control":
+                    continue
+                answered = time.monotonic()
+                if op == "event":
+                    yield event_from_wire(message["event"])
+                elif op == "done":
+                    worker.loaded = message.get("loaded") or []
+                    self.last_job_seconds = message.get("seconds")
+                    if message["error"]:
+                        raise UserError(message["error"])
+                    return message
+                elif op == "died":
+                    raise UserError(CRASH_MESSAGE.format(why=message["why"]))
+        finally:
+            unwatch()
 
     def _drain(self, worker: _Worker, messages: queue.Queue) -> None:
         while True:

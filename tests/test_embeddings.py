@@ -173,7 +173,8 @@ def test_tokenizers_are_never_changed(engine):
     for checkpoint in (SD1_CKPT, SDXL_CKPT):
         pipe = engine.models.activate(checkpoint).loaded.pipeline
         assert len(pipe.tokenizer) == 49408
-        assert pipe.tokenizer("ptstyle", add_special_tokens=False)["input_ids"] == clip_tokenizer()(
-            "ptstyle", add_special_tokens=False
-        )["input_ids"]
+        assert (
+            pipe.tokenizer("ptstyle", add_special_tokens=False)["input_ids"]
+            == clip_tokenizer()("ptstyle", add_special_tokens=False)["input_ids"]
+        )
     assert len(clip_tokenizer()) == len(clip_tokenizer("!")) == 49408

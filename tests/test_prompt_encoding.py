@@ -104,8 +104,9 @@ def test_plain_prompt_encodes_exactly_as_diffusers(sd1, sdxl):
     for pipe, family in ((sd1, SD1), (sdxl, SDXL)):
         ours = PromptEncoder(pipe, family).encode("a photo of a cat")
         with torch.inference_mode():
-            theirs = pipe.encode_prompt("a photo of a cat", device="cpu", num_images_per_prompt=1,
-                                        do_classifier_free_guidance=False)
+            theirs = pipe.encode_prompt(
+                "a photo of a cat", device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False
+            )
         assert torch.equal(ours.embeds, theirs[0])
         if family is SDXL:
             assert torch.equal(ours.pooled, theirs[2])

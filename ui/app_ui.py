@@ -23,6 +23,7 @@ CSS = """
   font-size: 1.15em; }
 .settings-section { margin-top: .6em; }
 .server-banner { padding: .6em 1em; border-radius: 6px; background: #b91c1c; color: #fff; font-weight: 600; }
+.live-preview img { width: 100%; height: 100%; object-fit: contain; }  /* approximate previews come at 1/8 size */
 .worker-status { padding: .4em 1em; border-radius: 6px; background: var(--color-accent-soft); }
 .worker-failed { background: #b91c1c; color: #fff; }
 .job-progress { position: relative; height: 1.6em; border-radius: 6px; background: var(--block-background-fill);

@@ -127,7 +127,14 @@ class ResultPanel:
 def build_result_panel(mode: str) -> ResultPanel:
     progress = gr.HTML(elem_id=f"{mode}_progress")
     # Shown only while a job runs, so the gallery sits at the top of the column the rest of the time.
-    preview = gr.Image(label="Live preview", interactive=False, visible=False, height=320, elem_id=f"{mode}_preview")
+    preview = gr.Image(
+        label="Live preview",
+        interactive=False,
+        visible=False,
+        height=320,
+        elem_id=f"{mode}_preview",
+        elem_classes="live-preview",
+    )
     gallery = gr.Gallery(
         label="Output", columns=2, height=420, format="png", object_fit="contain", elem_id=f"{mode}_gallery"
     )

@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     page = build_ui(services, banner=login.banner)
     page.queue(default_concurrency_limit=1, max_size=MAX_QUEUED_JOBS)
     limit_waiting_jobs(page, MAX_WAITING_JOBS_PER_SESSION)
+    workers.start()  # after the page is built (it says "loading the model…" until one is ready)
     if login.announcement:
         print(login.announcement, file=sys.stderr, flush=True)  # printed, never logged: it may hold a password
     _, local_url, share_url = page.launch(
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _start_workers(args, devices, settings, models_dir, outputs_dir, cache_dir, styles):
-    """One generation worker process per device, started in the background (the page is usable at once)."""
+    """One generation worker process per device (started by the caller, in the background)."""
     from core.worker import WorkerConfig
     from core.worker_pool import WorkerPool
 
@@ -173,7 +174,7 @@ def _start_workers(args, devices, settings, models_dir, outputs_dir, cache_dir, 
         WorkerConfig(str(models_dir), str(outputs_dir), str(cache_dir), device, args.precision, threads)
         for device in devices
     ]
-    return WorkerPool(configs, styles, settings=settings.worker_settings, hang_seconds=args.worker_timeout)
+    return WorkerPool(configs, styles, settings=settings.worker_settings, hang_seconds=args.worker_timeout, start=False)
 
 
 def _served_outputs(settings, args: argparse.Namespace) -> Path:

@@ -51,6 +51,7 @@ class _Worker:
         self.failed_starts = 0
         self.loaded: list[str] = []
         self.note: str | None = None
+        self.process = None
         self._send_lock = threading.Lock()
         self._start_lock = threading.Lock()  # a restart and a close never cross
 
@@ -69,6 +70,8 @@ class _Worker:
         """Closes the pipe (the worker exits when it sees that) and waits; kills what does not go."""
         with self._start_lock:
             self.closing = True
+        if self.process is None:  # never started
+            return
         self.connection.close()
         self.process.join(timeout=10)
         if self.process.is_alive():
@@ -144,12 +147,18 @@ class WorkerPool:
         styles: StyleLibrary | None = None,
         settings: Callable[[], dict] = dict,
         hang_seconds: float = 600,
+        start: bool = True,
     ):
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no fork of the web server's threads
         self._changed = threading.Condition()
         self.workers = [_Worker(context, config, self._notify) for config in configs]
         self.styles, self.settings, self.hang_seconds = styles, settings, hang_seconds
         self.last_job_seconds: float | None = None  # what the latest job took inside its worker (for bench/)
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Starts the worker processes (in the background: `ready` says when the first can take a job)."""
         for worker in self.workers:
             worker.start()
 

@@ -250,3 +250,19 @@ def test_device_lists_are_checked_before_any_worker_starts():
         parse_devices("cuda:0,gpu0")
     with pytest.raises(UserError, match="listed twice"):
         parse_devices("cpu,cpu")
+
+
+def test_skip_reaches_the_worker_and_ends_only_the_current_batch(pool):
+    from core.events import JobControl
+
+    control = JobControl()
+    first_batch_steps = []
+    for event in pool.run(tiny_request(checkpoint=CKPT, steps=150, width=128, height=128, n_iter=2), control):
+        if isinstance(event, Progress) and event.batch_index == 0:
+            first_batch_steps.append(event.step)
+            if len(first_batch_steps) == 1:
+                control.skip()
+        elif isinstance(event, Result):
+            result = event
+    assert max(first_batch_steps) <= first_batch_steps[0] + 2, first_batch_steps  # within a step or so
+    assert len(result.images) == 2 and not result.interrupted  # the second batch ran

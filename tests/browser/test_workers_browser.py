@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import httpx
+
 from tests.browser.test_txt2img_browser import quick_settings
 
 
@@ -35,3 +37,15 @@ def test_closing_the_tab_stops_its_job(open_page):
     assert "Steps: 1," in staying.generate()
     # The 150-step 512x512 job alone takes well over 20 s here; it was stopped instead of run to its end.
     assert time.perf_counter() - started < 15
+
+
+def test_the_page_says_the_model_is_loading_until_a_worker_is_ready(app, open_page):
+    # The page was built as the server started, before its worker was ready: that is what it says first...
+    config = httpx.get(app.url + "config", timeout=30).json()
+    (status,) = [c for c in config["components"] if c.get("props", {}).get("elem_id") == "worker_status"]
+    assert "loading the model" in status["props"]["value"]
+    # ...and once the worker is up the line goes, within a poll.
+    studio = open_page()
+    studio.page.wait_for_function(
+        "() => !document.querySelector('#worker_status').innerText.includes('loading')", timeout=10_000
+    )

@@ -69,5 +69,14 @@ def release_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def free_memory(device: torch.device) -> int | None:
+    """Bytes the device can still allocate (CUDA's own figure plus what torch holds cached), None where no limit
+    is known (the CPU)."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()

@@ -14,7 +14,7 @@ from PIL import Image
 
 from core.conditioning import JobPrompts, encode_job_prompts
 from core.controlnet import Control, control_map, controllable, run_preprocessor
-from core.devices import DevicePolicy, is_out_of_memory, release_memory
+from core.devices import DevicePolicy, free_memory, is_out_of_memory, release_memory
 from core.embeddings import EmbeddingLibrary
 from core.errors import UserError
 from core.events import (
@@ -33,12 +33,14 @@ from core.image_inputs import PreparedImage, prepare_image
 from core.infotext import build_infotext, controlnet_params
 from core.jobs import Job, make_job, with_controlnet
 from core.lora import LoraLibrary, lora_uses
+from core.memory_policy import model_size, plan_memory
 from core.model_cache import ActiveModel, ModelCache
 from core.outputs import OutputWriter
 from core.previews import DenoisedTracker, make_previewer
 from core.request import ControlNetUnit, GenerationRequest
 from core.samplers import make_scheduler
 from core.styles import StyleLibrary, with_styles
+from core.vae_memory import vae_within_memory
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +295,13 @@ class Engine:
             callback_on_step_end_tensor_inputs=["latents", *prompts.callback_inputs()],
             output_type="pil",
         )
-        with torch.inference_mode():
+        plan = plan_memory(
+            free_memory(self.policy.device), model_size(loaded.family.id), request.width, request.height, len(seeds)
+        )
+        if plan.tiled_vae and batch == 0:
+            channel.put(Notice(f"The VAE works in tiles at this size ({plan.reason})."))
+        vae = vae_within_memory(pipe.vae, plan.tiled_vae, self.policy.device, lambda m: channel.put(Notice(m)))
+        with torch.inference_mode(), vae:
             kwargs.update(job.inputs(seeds))
             images = pipe(**kwargs).images
         return [job.finish(image) for image in images]

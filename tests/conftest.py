@@ -41,9 +41,11 @@ def models_dir(tmp_path_factory) -> Path:
     return root
 
 
-def make_engine(models_dir: Path, outputs_dir: Path, cache_dir: Path, capacity: int = 2) -> Engine:
+def make_engine(
+    models_dir: Path, outputs_dir: Path, cache_dir: Path, capacity: int = 2, precision: str = "fp32"
+) -> Engine:
     registry = ModelRegistry(models_dir, HashCache(cache_dir / "models.json"))
-    policy = choose_policy("cpu", "fp32")
+    policy = choose_policy("cpu", precision)
     models = ModelCache(registry, policy, capacity=lambda: capacity, sd2_prediction=lambda: "v_prediction")
     return Engine(models, OutputWriter(outputs_dir), policy)
 

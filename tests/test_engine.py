@@ -11,7 +11,15 @@ from PIL import Image
 from core.errors import UserError
 from core.events import JobControl, Notice, Progress, Result
 from core.outputs import read_infotext
-from tests.conftest import tiny_request
+from tests.conftest import make_engine, tiny_request
+
+
+@pytest.fixture(scope="module", params=["fp32", pytest.param("bf16", marks=pytest.mark.bf16)])
+def engine(request, models_dir, tmp_path_factory):
+    """Every test of this module in fp32 and again in bf16 on the CPU: a half-precision model meets the same code
+    paths a GPU's fp16/bf16 does (LoRA deltas, the VAE, embeddings), so dtype mismatches show up here."""
+    work = tmp_path_factory.mktemp(f"engine-{request.param}")
+    return make_engine(models_dir, work / "outputs", work / "cache", precision=request.param)
 
 
 def pixels(image: Image.Image) -> np.ndarray:

@@ -39,6 +39,7 @@ from core.outputs import OutputWriter
 from core.previews import DenoisedTracker, make_previewer
 from core.request import ControlNetUnit, GenerationRequest
 from core.samplers import make_scheduler
+from core.step_cache import cached_deep_blocks
 from core.styles import StyleLibrary, with_styles
 from core.vae_memory import vae_within_memory
 
@@ -301,7 +302,7 @@ class Engine:
         if plan.tiled_vae and batch == 0:
             channel.put(Notice(f"The VAE works in tiles at this size ({plan.reason})."))
         vae = vae_within_memory(pipe.vae, plan.tiled_vae, self.policy.device, lambda m: channel.put(Notice(m)))
-        with torch.inference_mode(), vae:
+        with torch.inference_mode(), vae, cached_deep_blocks(pipe.unet, request.step_cache):
             kwargs.update(job.inputs(seeds))
             images = pipe(**kwargs).images
         return [job.finish(image) for image in images]

@@ -93,6 +93,7 @@ def generation_params(
         # A1111 writes it for img2img (and hires fix, through `extra`); txt2img requests leave it out.
         "Denoising strength": request.denoising_strength if request.init_image is not None else None,
         "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
+        "Step cache": request.step_cache if request.step_cache > 1 else None,  # ours: how the picture was made
         # The prompts above have these styles applied (as A1111 writes them); naming them lets "paste" undo that.
         "Styles": ", ".join(request.styles) or None,
     }
@@ -212,7 +213,8 @@ def request_fields(text: str) -> dict[str, Any]:
     """
     prompt, negative_prompt, params = parse_infotext(text)
     fields: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative_prompt}
-    simple = {"Steps": "steps", "CFG scale": "cfg_scale", "Seed": "seed", "Clip skip": "clip_skip"}
+    simple = {"Steps": "steps", "CFG scale": "cfg_scale", "Seed": "seed", "Clip skip": "clip_skip",
+              "Step cache": "step_cache"}  # fmt: skip
     if params:
         fields["clip_skip"] = 1  # A1111 leaves "Clip skip" out when it is 1
     fields.update({name: params[key] for key, name in simple.items() if key in params})

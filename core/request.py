@@ -145,6 +145,7 @@ class GenerationRequest:
     clip_skip: int = 1
     preview_method: str = "Approximate"  # "Full VAE", "Approximate" or "None"
     preview_every_n_steps: int = 2
+    step_cache: int = 0  # the UNet's deep blocks run every N-th call (core.step_cache); 0: every call
     # img2img: set init_image. Inpainting: set mask too (white = repaint), or extend the canvas with outpaint_*.
     init_image: Image.Image | None = None  # A1111's API takes a list, init_images; one image is enough here
     mask: Image.Image | None = None
@@ -216,6 +217,7 @@ class GenerationRequest:
 
     def _generation_problems(self) -> list[str]:
         from core.samplers import SAMPLERS, SCHEDULE_TYPES, check_choice
+        from core.step_cache import MAX_STEP_CACHE
 
         problems = []
         for name, value in (("Width", self.width), ("Height", self.height)):
@@ -250,6 +252,8 @@ class GenerationRequest:
             problems.append(f"Unknown preview method {self.preview_method!r}.")
         if self.preview_every_n_steps < 1:
             problems.append("Preview interval must be at least 1 step.")
+        if not 0 <= self.step_cache <= MAX_STEP_CACHE:
+            problems.append(f"Step cache must be 0 (off) to {MAX_STEP_CACHE}, not {self.step_cache}.")
         return problems
 
     def _image_problems(self) -> list[str]:

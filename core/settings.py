@@ -25,6 +25,7 @@ class Settings:
     model_cache_size: int = 2  # checkpoints kept loaded; switching back to one of them is instant
     preview_method: str = "Approximate"  # "Approximate", "Full VAE" or "None"
     preview_every_n_steps: int = 2
+    step_cache: str = "Off"  # a core.step_cache preset: "Off", "Fast" or "Faster"
     sd2_prediction_type: str = "v_prediction"  # for SD2.x checkpoints without a .yaml beside them
     default_checkpoint: str = ""
     default_sampler: str = "DPM++ 2M"
@@ -40,12 +41,15 @@ class Settings:
         """Return self when every value is usable, else raise UserError listing each problem."""
         # The default generation values must make a valid request: one set of rules for both.
         from core.request import MAX_CONTROLNET_UNITS, PREVIEW_METHODS, GenerationRequest
+        from core.step_cache import STEP_CACHE_PRESETS
 
         problems = []
         if self.preview_method not in PREVIEW_METHODS:
             problems.append(f"Unknown preview method {self.preview_method!r}.")
         if self.preview_every_n_steps < 1:
             problems.append("Preview interval must be at least 1 step.")
+        if self.step_cache not in STEP_CACHE_PRESETS:
+            problems.append(f"Step cache must be one of {', '.join(STEP_CACHE_PRESETS)}, not {self.step_cache!r}.")
         if not 1 <= self.model_cache_size <= MAX_MODEL_CACHE_SIZE:
             problems.append(f"Checkpoints kept loaded must be 1–{MAX_MODEL_CACHE_SIZE}, not {self.model_cache_size}.")
         if not 1 <= self.controlnet_unit_count <= MAX_CONTROLNET_UNITS:

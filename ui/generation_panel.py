@@ -14,6 +14,7 @@ from core.request import MAX_BATCH_COUNT, MAX_CLIP_SKIP, MAX_PROMPT_LENGTH, MAX_
 from core.samplers import SAMPLERS, SCHEDULE_TYPES
 from core.served_files import produced_file
 from core.settings import Settings
+from core.step_cache import STEP_CACHE_PRESETS
 from ui.controlnet_units import take_units
 from ui.job_runner import run_job
 from ui.model_pickers import ModelPickers
@@ -188,7 +189,9 @@ def connect_generation(
         settings = services.settings
         values_by_name = dict(zip(names, values, strict=True))
         values_by_name.update(
-            preview_method=settings.preview_method, preview_every_n_steps=settings.preview_every_n_steps
+            preview_method=settings.preview_method,
+            preview_every_n_steps=settings.preview_every_n_steps,
+            step_cache=STEP_CACHE_PRESETS[settings.step_cache],
         )
         try:
             if prepare:

@@ -1,0 +1,154 @@
+"""Times the engine's speed options and memory levels against the plain diffusers pipeline, in one run.
+
+Rows: the plain pipeline; our engine as it runs in a worker (main thread, previews off); the same with the step
+cache at N = 2 and 3 (core.step_cache), with the PSNR of its picture against the uncached one. Each row prints
+s/image, the ratio to plain and the peak memory of that row (CUDA: max_memory_allocated; CPU: the growth of the
+process's peak RSS, which only says something for the first row that raises it).
+
+    .venv/bin/python bench/bench_optimisations.py --preset tiny --size 256 --steps 10 --repeats 5   # CPU
+    .venv/bin/python bench/bench_optimisations.py --preset sd15 --size 256 --steps 10 --repeats 1   # CPU, real size
+    .venv/bin/python bench/bench_optimisations.py --preset sd15 --size 512 --steps 20 --device cuda
+    .venv/bin/python bench/bench_optimisations.py --preset sdxl --size 1024 --steps 20 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from bench_txt2img import build, plain_pipeline, sync  # noqa: E402
+from bench_workers import PROMPT, _NoSink, request  # noqa: E402
+from diffusers.utils import logging as diffusers_logging  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+from core.devices import choose_policy  # noqa: E402
+from core.engine import Engine  # noqa: E402
+from core.events import JobControl  # noqa: E402
+from core.model_cache import ModelCache  # noqa: E402
+from core.outputs import OutputWriter  # noqa: E402
+from core.registry import HashCache, ModelRegistry  # noqa: E402
+from training.ldm_export import to_ldm_state_dict  # noqa: E402
+
+
+class _Collect(_NoSink):
+    def __init__(self):
+        self.result = None
+
+    def put(self, event) -> None:
+        self.result = event
+
+
+def peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=["tiny", "sd15", "sdxl"], default="tiny")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+    args = parser.parse_args()
+    diffusers_logging.set_verbosity_error()
+    torch.manual_seed(0)
+    policy = choose_policy(args.device, args.precision)
+    family, parts = build(args.preset)
+    for module in parts.values():
+        module.eval().requires_grad_(False)
+    work = Path(tempfile.mkdtemp(prefix="bench-optimisations-"))
+    try:
+        ckpt_dir = work / "models" / "Stable-diffusion"
+        ckpt_dir.mkdir(parents=True)
+        state = {k: v.to(torch.float16).contiguous() for k, v in to_ldm_state_dict(family, parts).items()}
+        save_file(state, ckpt_dir / "bench.safetensors")
+        del state
+        plain = plain_pipeline(family, parts, policy)
+        registry = ModelRegistry(work / "models", HashCache(work / "cache.json"))
+        models = ModelCache(registry, policy, capacity=lambda: 1, sd2_prediction=lambda: "epsilon")
+        engine = Engine(models, OutputWriter(work / "outputs"), policy)
+
+        def run_plain():
+            plain(
+                prompt=PROMPT,
+                negative_prompt="",
+                num_inference_steps=args.steps,
+                guidance_scale=7.0,
+                width=args.size,
+                height=args.size,
+                generator=torch.Generator("cpu").manual_seed(1),
+            )
+
+        def ours(step_cache: int):
+            job = dataclasses.replace(request(args, "None"), step_cache=step_cache)
+
+            def run():
+                sink = _Collect()
+                engine.run_here(job, JobControl(), sink, "txt2img")
+                return np.asarray(sink.result.images[0].image)
+
+            return run
+
+        rows = {"plain diffusers pipeline": run_plain, "engine": ours(0)}
+        rows.update({f"engine, step cache {n}": ours(n) for n in (2, 3)})
+        times: dict[str, list[float]] = {label: [] for label in rows}
+        peaks, pictures = {}, {}
+        for label, run in rows.items():
+            run()  # warm-up
+            reset_peak(policy.device)
+            before = peak_memory(policy.device)
+            for _ in range(args.repeats):
+                sync(policy.device)
+                start = time.perf_counter()
+                pictures[label] = run()
+                sync(policy.device)
+                times[label].append(time.perf_counter() - start)
+            peak = peak_memory(policy.device)
+            peaks[label] = peak if policy.device.type == "cuda" else peak - before
+        name = (
+            torch.cuda.get_device_name() if policy.device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+        )
+        print(
+            f"device: {policy.device} ({name}), precision {policy.precision_name}, preset {args.preset}, "
+            f"{args.size}x{args.size}, {args.steps} steps, median of {args.repeats}"
+        )
+        print(f"{'run':<30}{'s/image':>10}{'it/s':>9}{'ours/plain':>12}{'plain/ours':>12}{'peak MiB':>10}{'PSNR':>8}")
+        plain_s = statistics.median(times["plain diffusers pipeline"])
+        for label, values in times.items():
+            seconds = statistics.median(values)
+            quality = ""
+            if label.startswith("engine, step cache"):
+                mse = np.mean((pictures[label].astype(np.float64) - pictures["engine"].astype(np.float64)) ** 2)
+                quality = f"{10 * np.log10(255**2 / mse):.1f}" if mse else "inf"
+            print(
+                f"{label:<30}{seconds:>10.3f}{args.steps / seconds:>9.2f}{seconds / plain_s:>12.3f}"
+                f"{plain_s / seconds:>12.2f}{peaks[label] / 2**20:>10.0f}{quality:>8}"
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

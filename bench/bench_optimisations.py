@@ -2,8 +2,8 @@
 
 Rows: the plain pipeline; our engine as it runs in a worker (main thread, previews off); the same with the step
 cache at N = 2 and 3 (core.step_cache), with the PSNR of its picture against the uncached one. Each row prints
-s/image, the ratio to plain and the peak memory of that row (CUDA: max_memory_allocated; CPU: the growth of the
-process's peak RSS, which only says something for the first row that raises it).
+s/image, the ratio to plain and the peak memory of that row (CUDA: max_memory_allocated; CPU: the process's peak
+RSS so far, which holds both copies of the model). The rows are interleaved, one of each per round.
 
     .venv/bin/python bench/bench_optimisations.py --preset tiny --size 256 --steps 10 --repeats 5   # CPU
     .venv/bin/python bench/bench_optimisations.py --preset sd15 --size 256 --steps 10 --repeats 1   # CPU, real size
@@ -91,7 +91,7 @@ def main() -> None:
         engine = Engine(models, OutputWriter(work / "outputs"), policy)
 
         def run_plain():
-            plain(
+            return plain(
                 prompt=PROMPT,
                 negative_prompt="",
                 num_inference_steps=args.steps,
@@ -99,7 +99,7 @@ def main() -> None:
                 width=args.size,
                 height=args.size,
                 generator=torch.Generator("cpu").manual_seed(1),
-            )
+            ).images[0]
 
         def ours(step_cache: int):
             job = dataclasses.replace(request(args, "None"), step_cache=step_cache)
@@ -114,25 +114,26 @@ def main() -> None:
         rows = {"plain diffusers pipeline": run_plain, "engine": ours(0)}
         rows.update({f"engine, step cache {n}": ours(n) for n in (2, 3)})
         times: dict[str, list[float]] = {label: [] for label in rows}
-        peaks, pictures = {}, {}
-        for label, run in rows.items():
+        peaks, pictures = dict.fromkeys(rows, 0), {}
+        for run in rows.values():
             run()  # warm-up
-            reset_peak(policy.device)
-            before = peak_memory(policy.device)
-            for _ in range(args.repeats):
+        # Interleaved, one of each per round: on a shared machine the speed drifts (CPU credits, neighbours),
+        # and a row that always ran first would look faster.
+        for _ in range(args.repeats):
+            for label, run in rows.items():
+                reset_peak(policy.device)
                 sync(policy.device)
                 start = time.perf_counter()
                 pictures[label] = run()
                 sync(policy.device)
                 times[label].append(time.perf_counter() - start)
-            peak = peak_memory(policy.device)
-            peaks[label] = peak if policy.device.type == "cuda" else peak - before
+                peaks[label] = max(peaks[label], peak_memory(policy.device))
         name = (
             torch.cuda.get_device_name() if policy.device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
         )
         print(
             f"device: {policy.device} ({name}), precision {policy.precision_name}, preset {args.preset}, "
-            f"{args.size}x{args.size}, {args.steps} steps, median of {args.repeats}"
+            f"{args.size}x{args.size}, {args.steps} steps, median of {args.repeats}, interleaved"
         )
         print(f"{'run':<30}{'s/image':>10}{'it/s':>9}{'ours/plain':>12}{'plain/ours':>12}{'peak MiB':>10}{'PSNR':>8}")
         plain_s = statistics.median(times["plain diffusers pipeline"])

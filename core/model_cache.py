@@ -147,7 +147,9 @@ class ModelCache:
             release_memory(self.policy.device)
 
     def loaded_names(self) -> list[str]:
-        return [p.name for p in self._checkpoints]
+        """The loaded checkpoints as requests name them (relative to models/Stable-diffusion, "/" separators)."""
+        root = self.registry.folder("checkpoint")
+        return [p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name for p in self._checkpoints]
 
 
 def controlnet_family(config) -> Family:

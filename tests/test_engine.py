@@ -270,3 +270,5 @@ def test_model_cache_evicts_and_switches_back(models_dir, tmp_path):
     assert engine.models.loaded_names() == ["tiny-sdxl.safetensors"]
     again = engine.generate(tiny_request())
     assert np.array_equal(pixels(first.images[0].image), pixels(again.images[0].image))
+    # Named as requests name them (a subfolder included): the worker pool matches jobs to workers by these names.
+    assert engine.models.loaded_names() == [tiny_request().checkpoint] == ["sd15/tiny-sd1.safetensors"]

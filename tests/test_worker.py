@@ -176,13 +176,17 @@ def test_two_workers_run_two_jobs_at_once_and_keep_their_checkpoints(models, tmp
                 t.join()
             return time.perf_counter() - started
 
+        deadline = time.time() + 120
+        while not all(w.ready for w in pool.workers) and time.time() < deadline:
+            time.sleep(0.1)  # both up: a job sent meanwhile would wait for the first one that is
         both([job, job])  # each worker loads the checkpoint once
         started = time.perf_counter()
         pool.generate(job)
         alone = time.perf_counter() - started
         together = both([job, job])
-        assert together < 1.5 * alone, (together, alone)
-        assert all(CKPT in w.loaded for w in pool.workers)
+        state = [(w.ready, w.loaded, w.process.pid) for w in pool.workers]
+        assert together < 1.5 * alone, (together, alone, state)
+        assert all(CKPT in w.loaded for w in pool.workers), state
 
         # A job goes to the worker that already holds its checkpoint: the other one is never asked to load it.
         pool.generate(tiny_request(checkpoint=OTHER, steps=1))

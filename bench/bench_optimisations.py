@@ -13,7 +13,6 @@ RSS so far, which holds both copies of the model). The rows are interleaved, one
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import resource
@@ -30,18 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from bench_txt2img import build, plain_pipeline, sync  # noqa: E402
+from bench_txt2img import bench_setup, plain_pipeline, sync, write_bench_checkpoint  # noqa: E402
 from bench_workers import PROMPT, _NoSink, request  # noqa: E402
-from diffusers.utils import logging as diffusers_logging  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 
-from core.devices import choose_policy  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from core.events import JobControl  # noqa: E402
 from core.model_cache import ModelCache  # noqa: E402
 from core.outputs import OutputWriter  # noqa: E402
 from core.registry import HashCache, ModelRegistry  # noqa: E402
-from training.ldm_export import to_ldm_state_dict  # noqa: E402
 
 
 class _Collect(_NoSink):
@@ -64,27 +59,10 @@ def reset_peak(device: torch.device) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=["tiny", "sd15", "sdxl"], default="tiny")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto")
-    args = parser.parse_args()
-    diffusers_logging.set_verbosity_error()
-    torch.manual_seed(0)
-    policy = choose_policy(args.device, args.precision)
-    family, parts = build(args.preset)
-    for module in parts.values():
-        module.eval().requires_grad_(False)
+    args, policy, family, parts = bench_setup(__doc__)
     work = Path(tempfile.mkdtemp(prefix="bench-optimisations-"))
     try:
-        ckpt_dir = work / "models" / "Stable-diffusion"
-        ckpt_dir.mkdir(parents=True)
-        state = {k: v.to(torch.float16).contiguous() for k, v in to_ldm_state_dict(family, parts).items()}
-        save_file(state, ckpt_dir / "bench.safetensors")
-        del state
+        write_bench_checkpoint(family, parts, work)
         plain = plain_pipeline(family, parts, policy)
         registry = ModelRegistry(work / "models", HashCache(work / "cache.json"))
         models = ModelCache(registry, policy, capacity=lambda: 1, sd2_prediction=lambda: "epsilon")

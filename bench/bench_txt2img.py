@@ -129,12 +129,14 @@ def timed(fn, device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def bench_setup(doc: str, repeats: int = 3):
+    """The flags every bench takes, the device policy, and the model's components (seeded: the same weights in
+    every process that builds them)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=["tiny", "sd15", "sdxl"], default="tiny")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
@@ -144,15 +146,25 @@ def main() -> None:
     family, parts = build(args.preset)
     for module in parts.values():
         module.eval().requires_grad_(False)
+    return args, policy, family, parts
 
+
+def write_bench_checkpoint(family: str, parts: dict, work: Path) -> Path:
+    """The components as an fp16 single-file checkpoint, work/models/Stable-diffusion/bench.safetensors (what
+    the engine loads); returns its folder."""
+    ckpt_dir = work / "models" / "Stable-diffusion"
+    ckpt_dir.mkdir(parents=True)
+    state = {k: v.to(torch.float16).contiguous() for k, v in to_ldm_state_dict(family, parts).items()}
+    save_file(state, ckpt_dir / "bench.safetensors")
+    return ckpt_dir
+
+
+def main() -> None:
+    args, policy, family, parts = bench_setup(__doc__)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
-        ckpt_dir = work / "models" / "Stable-diffusion"
-        ckpt_dir.mkdir(parents=True)
-        state = {k: v.to(torch.float16).contiguous() for k, v in to_ldm_state_dict(family, parts).items()}
-        save_file(state, ckpt_dir / "bench.safetensors")
+        ckpt_dir = write_bench_checkpoint(family, parts, work)
         shutil.copy(ckpt_dir / "bench.safetensors", ckpt_dir / "other.safetensors")
-        del state
 
         prompt = "a photograph of an astronaut riding a horse"
         plain = plain_pipeline(family, parts, policy)

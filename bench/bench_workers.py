@@ -19,7 +19,6 @@ as trained ones.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 import os
 import shutil
@@ -34,10 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from bench_txt2img import build, plain_pipeline, sync  # noqa: E402
+from bench_txt2img import bench_setup, build, plain_pipeline, sync, write_bench_checkpoint  # noqa: E402
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from PIL import Image  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 
 from core.devices import choose_policy  # noqa: E402
 from core.engine import Engine  # noqa: E402
@@ -49,7 +47,6 @@ from core.request import GenerationRequest  # noqa: E402
 from core.wire import event_from_wire, event_to_wire  # noqa: E402
 from core.worker import WorkerConfig  # noqa: E402
 from core.worker_pool import WorkerPool  # noqa: E402
-from training.ldm_export import to_ldm_state_dict  # noqa: E402
 
 PROMPT = "a photograph of an astronaut riding a horse"
 PREVIEWS = (("None", 1), ("Approximate", 1), ("Full VAE", 5), ("Full VAE", 1))
@@ -143,26 +140,12 @@ def _reference(connection, preset: str, device: str, precision: str, models_dir:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=["tiny", "sd15", "sdxl"], default="tiny")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto")
-    args = parser.parse_args()
-    diffusers_logging.set_verbosity_error()
-    torch.manual_seed(0)
-    policy = choose_policy(args.device, args.precision)
-    family, parts = build(args.preset)
+    args, policy, family, parts = bench_setup(__doc__, repeats=5)
     work = Path(tempfile.mkdtemp(prefix="bench-workers-"))
     pool = reference = None
     try:
-        ckpt_dir = work / "models" / "Stable-diffusion"
-        ckpt_dir.mkdir(parents=True)
-        state = {k: v.to(torch.float16).contiguous() for k, v in to_ldm_state_dict(family, parts).items()}
-        save_file(state, ckpt_dir / "bench.safetensors")
-        del state, parts
+        write_bench_checkpoint(family, parts, work)
+        del parts
         threads = torch.get_num_threads()  # what app.py gives a single worker: all the cores
         device, models = str(policy.device), str(work / "models")
         pool = WorkerPool(

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from bench_txt2img import bench_setup, plain_pipeline, sync, write_bench_checkpoint  # noqa: E402
-from bench_workers import PROMPT, _NoSink, request  # noqa: E402
+from bench_txt2img import bench_request, bench_setup, plain_pipeline, run_plain_once, sync, write_bench_checkpoint  # noqa: E402
+from bench_workers import _NoSink  # noqa: E402
 
 from core.engine import Engine  # noqa: E402
 from core.events import JobControl  # noqa: E402
@@ -68,19 +68,8 @@ def main() -> None:
         models = ModelCache(registry, policy, capacity=lambda: 1, sd2_prediction=lambda: "epsilon")
         engine = Engine(models, OutputWriter(work / "outputs"), policy)
 
-        def run_plain():
-            return plain(
-                prompt=PROMPT,
-                negative_prompt="",
-                num_inference_steps=args.steps,
-                guidance_scale=7.0,
-                width=args.size,
-                height=args.size,
-                generator=torch.Generator("cpu").manual_seed(1),
-            ).images[0]
-
         def ours(step_cache: int):
-            job = dataclasses.replace(request(args, "None"), step_cache=step_cache)
+            job = dataclasses.replace(bench_request(args, "None"), step_cache=step_cache)
 
             def run():
                 sink = _Collect()
@@ -89,7 +78,7 @@ def main() -> None:
 
             return run
 
-        rows = {"plain diffusers pipeline": run_plain, "engine": ours(0)}
+        rows = {"plain diffusers pipeline": lambda: np.asarray(run_plain_once(plain, args)), "engine": ours(0)}
         rows.update({f"engine, step cache {n}": ours(n) for n in (2, 3)})
         times: dict[str, list[float]] = {label: [] for label in rows}
         peaks, pictures = dict.fromkeys(rows, 0), {}

@@ -159,6 +159,38 @@ def write_bench_checkpoint(family: str, parts: dict, work: Path) -> Path:
     return ckpt_dir
 
 
+PROMPT = "a photograph of an astronaut riding a horse"
+
+
+def bench_request(args, method: str = "None", every: int = 1) -> GenerationRequest:
+    """Our request for the same work the plain pipeline does (Euler, CFG 7, seed 1), with the given previews."""
+    return GenerationRequest(
+        prompt=PROMPT,
+        checkpoint="bench.safetensors",
+        sampler_name="Euler",
+        steps=args.steps,
+        cfg_scale=7.0,
+        width=args.size,
+        height=args.size,
+        seed=1,
+        preview_method=method,
+        preview_every_n_steps=every,
+    )
+
+
+def run_plain_once(plain, args):
+    """One image from the plain pipeline, as its docs call it, for the same work as bench_request."""
+    return plain(
+        prompt=PROMPT,
+        negative_prompt="",
+        num_inference_steps=args.steps,
+        guidance_scale=7.0,
+        width=args.size,
+        height=args.size,
+        generator=torch.Generator("cpu").manual_seed(1),
+    ).images[0]
+
+
 def main() -> None:
     args, policy, family, parts = bench_setup(__doc__)
     work = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -166,21 +198,9 @@ def main() -> None:
         ckpt_dir = write_bench_checkpoint(family, parts, work)
         shutil.copy(ckpt_dir / "bench.safetensors", ckpt_dir / "other.safetensors")
 
-        prompt = "a photograph of an astronaut riding a horse"
         plain = plain_pipeline(family, parts, policy)
 
-        def run_plain():
-            plain(
-                prompt=prompt,
-                negative_prompt="",
-                num_inference_steps=args.steps,
-                guidance_scale=7.0,
-                width=args.size,
-                height=args.size,
-                generator=torch.Generator("cpu").manual_seed(1),
-            )
-
-        plain_s = timed(run_plain, policy.device, args.repeats)
+        plain_s = timed(lambda: run_plain_once(plain, args), policy.device, args.repeats)
         plain.to("cpu")  # free the device for the engine's copy
         parts.clear()
 
@@ -205,18 +225,7 @@ def main() -> None:
         print(f"{'run':<34}{'s/image':>10}{'it/s':>9}{'ours/plain':>12}")
         print(f"{'plain diffusers pipeline':<34}{plain_s:>10.3f}{args.steps / plain_s:>9.2f}{1.0:>12.3f}")
         for method, every in (("None", 1), ("Approximate", 1), ("Full VAE", 5), ("Full VAE", 1)):
-            request = GenerationRequest(
-                prompt=prompt,
-                checkpoint="bench.safetensors",
-                sampler_name="Euler",
-                steps=args.steps,
-                cfg_scale=7.0,
-                width=args.size,
-                height=args.size,
-                seed=1,
-                preview_method=method,
-                preview_every_n_steps=every,
-            )
+            request = bench_request(args, method, every)
             seconds = timed(lambda r=request: engine.generate(r), policy.device, args.repeats)
             label = f"engine, previews {method}" + (f" every {every}" if method != "None" else "")
             print(f"{label:<34}{seconds:>10.3f}{args.steps / seconds:>9.2f}{seconds / plain_s:>12.3f}")

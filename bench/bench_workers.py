@@ -33,7 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from bench_txt2img import bench_setup, build, plain_pipeline, sync, write_bench_checkpoint  # noqa: E402
+from bench_txt2img import (  # noqa: E402
+    bench_request,
+    bench_setup,
+    build,
+    plain_pipeline,
+    run_plain_once,
+    sync,
+    write_bench_checkpoint,
+)
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -48,23 +56,7 @@ from core.wire import event_from_wire, event_to_wire  # noqa: E402
 from core.worker import WorkerConfig  # noqa: E402
 from core.worker_pool import WorkerPool  # noqa: E402
 
-PROMPT = "a photograph of an astronaut riding a horse"
 PREVIEWS = (("None", 1), ("Approximate", 1), ("Full VAE", 5), ("Full VAE", 1))
-
-
-def request(args, method: str = "None", every: int = 1) -> GenerationRequest:
-    return GenerationRequest(
-        prompt=PROMPT,
-        checkpoint="bench.safetensors",
-        sampler_name="Euler",
-        steps=args.steps,
-        cfg_scale=7.0,
-        width=args.size,
-        height=args.size,
-        seed=1,
-        preview_method=method,
-        preview_every_n_steps=every,
-    )
 
 
 def through_the_worker(pool: WorkerPool, job: GenerationRequest) -> int:
@@ -118,23 +110,15 @@ def _reference(connection, preset: str, device: str, precision: str, models_dir:
         sync(policy.device)
         start = time.perf_counter()
         if what == "plain":
-            plain(
-                prompt=PROMPT,
-                negative_prompt="",
-                num_inference_steps=args.steps,
-                guidance_scale=7.0,
-                width=args.size,
-                height=args.size,
-                generator=torch.Generator("cpu").manual_seed(1),
-            )
+            run_plain_once(plain, args)
         elif what == "decode":  # what one Full VAE preview costs at least: one decode of one latent
             latents = torch.randn(1, 4, args.size // 8, args.size // 8, generator=torch.Generator().manual_seed(0))
             with torch.inference_mode():
                 plain.vae.decode(latents.to(policy.device, plain.vae.dtype) / plain.vae.config.scaling_factor)
         elif what == "main_thread":  # the engine as a worker runs it, without the process boundary
-            engine.run_here(request(args), JobControl(), _NoSink(), "txt2img")
+            engine.run_here(bench_request(args), JobControl(), _NoSink(), "txt2img")
         else:
-            final_result(engine.run(request(args)))
+            final_result(engine.run(bench_request(args)))
         sync(policy.device)
         connection.send(time.perf_counter() - start)
 
@@ -186,7 +170,7 @@ def main() -> None:
         }
         for method, every in PREVIEWS:
             label = f"worker, previews {method}" + (f" every {every}" if method != "None" else "")
-            job = request(args, method, every)
+            job = bench_request(args, method, every)
             runs[label] = lambda job=job: through_worker(job)
         for run in runs.values():
             run()  # warm-up: kernels, allocator, the checkpoint's first load

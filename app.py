@@ -17,6 +17,20 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 ROOT = Path(__file__).resolve().parent
 
 
+SPEED_FLAGS = (  # each forces a core.speed option (a Settings field) on
+    (("--opt-channelslast",), "channels_last", "channels_last memory order for the UNet and VAE"),
+    (("--fuse-qkv",), "fused_qkv", "fused attention projections"),
+    (("--compile",), "compile_unet", "torch.compile the UNet and VAE (compiles once per image size)"),
+    (("--fp8-unet", "--unet-in-fp8-e4m3fn"), "fp8_unet", "store the UNet's weights in fp8"),
+)
+
+
+def memory_flag(args: argparse.Namespace) -> str | None:
+    """The forced memory level's flag without its dashes, as core.memory_policy names it."""
+    names = ("medvram", "medvram-sdxl", "lowvram")
+    return next((name for name in names if getattr(args, name.replace("-", "_"))), None)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="SD Studio: a Stable Diffusion web UI (flags follow A1111's names).")
     parser.add_argument(
@@ -60,6 +74,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["auto", "fp16", "bf16", "fp32"],
         help="weights precision (default auto: fp16 on GPU, fp32 on CPU)",
     )
+    memory = parser.add_mutually_exclusive_group()
+    for flag, what in (
+        ("--medvram", "text encoders and VAE leave the GPU while the UNet runs"),
+        ("--medvram-sdxl", "as --medvram, for SDXL checkpoints only"),
+        ("--lowvram", "every layer offloaded to the CPU between uses (slowest, least GPU memory)"),
+    ):
+        memory.add_argument(flag, action="store_true", help=f"{what} (default: chosen from the free GPU memory)")
+    for flags, setting, what in SPEED_FLAGS:
+        parser.add_argument(*flags, dest=setting, action="store_true", help=f"{what} (Settings → Optimisations)")
     parser.add_argument(
         "--config", type=Path, default=ROOT / "config.json", help="settings file (default ./config.json)"
     )
@@ -170,11 +193,14 @@ def _start_workers(args, devices, settings, models_dir, outputs_dir, cache_dir, 
     from core.worker_pool import WorkerPool
 
     threads = args.threads or max(1, (os.cpu_count() or 1) // len(devices))
-    configs = [
-        WorkerConfig(str(models_dir), str(outputs_dir), str(cache_dir), device, args.precision, threads)
-        for device in devices
-    ]
-    return WorkerPool(configs, styles, settings=settings.worker_settings, hang_seconds=args.worker_timeout, start=False)
+    folders = (str(models_dir), str(outputs_dir), str(cache_dir))
+    configs = [WorkerConfig(*folders, device, args.precision, threads, memory_flag(args)) for device in devices]
+    forced = {setting: True for _, setting, _ in SPEED_FLAGS if getattr(args, setting)}
+
+    def worker_settings() -> dict:
+        return {**settings.worker_settings(), **forced}
+
+    return WorkerPool(configs, styles, settings=worker_settings, hang_seconds=args.worker_timeout, start=False)
 
 
 def _served_outputs(settings, args: argparse.Namespace) -> Path:

@@ -20,6 +20,7 @@ class DevicePolicy:
     device: torch.device
     dtype: torch.dtype
     note: str = ""
+    memory_flag: str | None = None  # A1111's --medvram, --medvram-sdxl or --lowvram (core.memory_policy), unprefixed
 
     @property
     def precision_name(self) -> str:
@@ -36,8 +37,9 @@ class DevicePolicy:
         return family is SDXL and self.vae_dtype(family) == torch.float16
 
 
-def choose_policy(device: str = "auto", precision: str = "auto") -> DevicePolicy:
-    """Pick CUDA in fp16 when present, else the CPU in fp32; `--device` and `--precision` override."""
+def choose_policy(device: str = "auto", precision: str = "auto", memory_flag: str | None = None) -> DevicePolicy:
+    """Pick CUDA in fp16 when present, else the CPU in fp32; `--device` and `--precision` override.
+    `memory_flag` forces a memory level (A1111's --medvram, --medvram-sdxl, --lowvram, without the dashes)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -55,7 +57,7 @@ def choose_policy(device: str = "auto", precision: str = "auto") -> DevicePolicy
         note = "Running on the CPU (no CUDA GPU found): generation works but is slow."
         if precision == "fp16":
             note += " fp16 on the CPU is slower still; fp32 is recommended."
-    return DevicePolicy(dev, PRECISIONS[precision], note)
+    return DevicePolicy(dev, PRECISIONS[precision], note, memory_flag)
 
 
 def _bf16_supported(device: torch.device) -> bool:
@@ -76,6 +78,17 @@ def free_memory(device: torch.device) -> int | None:
         return None
     free, _ = torch.cuda.mem_get_info(device)
     return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def bytes_on(modules, device: torch.device) -> int:
+    """Bytes of the modules' weights that are on `device` now (they count as free for the memory plan: the plan
+    decides where they go)."""
+    total = 0
+    for module in modules:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.device.type == device.type and device.index in (None, tensor.device.index):
+                total += tensor.numel() * tensor.element_size()
+    return total
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

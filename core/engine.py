@@ -6,7 +6,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +14,7 @@ from PIL import Image
 
 from core.conditioning import JobPrompts, encode_job_prompts
 from core.controlnet import Control, control_map, controllable, run_preprocessor
-from core.devices import DevicePolicy, free_memory, is_out_of_memory, release_memory
+from core.devices import DevicePolicy, bytes_on, free_memory, is_out_of_memory, release_memory
 from core.embeddings import EmbeddingLibrary
 from core.errors import UserError
 from core.events import (
@@ -28,19 +28,28 @@ from core.events import (
     Result,
     final_result,
 )
-from core.families import Family
+from core.families import SDXL, Family
 from core.image_inputs import PreparedImage, prepare_image
 from core.infotext import build_infotext, controlnet_params
 from core.jobs import Job, make_job, with_controlnet
 from core.lora import LoraLibrary, lora_uses
-from core.memory_policy import model_size, plan_memory
+from core.memory_policy import ALL_ON_GPU, MemoryPlan, model_size, plan_memory
 from core.model_cache import ActiveModel, ModelCache
 from core.outputs import OutputWriter
+from core.placement import place_pipeline
 from core.previews import DenoisedTracker, make_previewer
 from core.request import ControlNetUnit, GenerationRequest
 from core.samplers import make_scheduler
+from core.speed import (
+    COMPILING_NOTICE,
+    SpeedOptions,
+    adapters_in_compute_dtype,
+    apply_speed_options,
+    undo_speed_options,
+)
 from core.step_cache import cached_deep_blocks
 from core.styles import StyleLibrary, with_styles
+from core.taesd import TaesdDecoders
 from core.vae_memory import vae_within_memory
 
 log = logging.getLogger(__name__)
@@ -74,14 +83,21 @@ class Engine:
     parallel_jobs = 1
 
     def __init__(
-        self, models: ModelCache, outputs: OutputWriter, policy: DevicePolicy, styles: StyleLibrary | None = None
+        self,
+        models: ModelCache,
+        outputs: OutputWriter,
+        policy: DevicePolicy,
+        styles: StyleLibrary | None = None,
+        speed: Callable[[], SpeedOptions] = SpeedOptions,
     ):
         self.models = models
+        self.speed = speed  # Settings → Optimisations, read at each job
         self.outputs = outputs
         self.policy = policy
         self.styles = styles
         self.embeddings = EmbeddingLibrary(models.registry)
         self.loras = LoraLibrary(models.registry)
+        self.taesd = TaesdDecoders(models.registry.folder("vae_approx"), policy.device, policy.dtype)
         self._device_lock = threading.Lock()  # one job at a time per device, whoever asks
 
     def close(self) -> None:
@@ -174,10 +190,13 @@ class Engine:
         active = self.models.activate(request.checkpoint, request.vae)
         # Set for every job, so a job without LoRAs runs the plain checkpoint whatever the last job used.
         loras = self.loras.apply(active.loaded, uses)
+        if active.loaded.fp8_unet and loras.hashes:
+            adapters_in_compute_dtype(active.loaded.pipeline.unet, self.policy.dtype)
         for notice in loras.notices:
             channel.put(Notice(notice))
         controls = self._controls(request, active, maps)
         job = self._job(request, active, prepared, controls, channel)
+        plan = self._fit_to_device(request, active.loaded, job, uses if loras.hashes else [], channel)
         titles = {i: self.models.controlnet_title(unit.model) for i, unit in request.enabled_units}
         extra = {**controlnet_params(request, titles), **loras.infotext}
         seed = resolve_seed(request.seed)
@@ -192,7 +211,7 @@ class Engine:
                     break
                 seeds = [seed + batch * request.batch_size + i for i in range(request.batch_size)]
                 pil_images = self._run_batch(
-                    request, job, active.loaded, prompts, seeds, batch, control, channel, clock
+                    request, job, active.loaded, prompts, seeds, batch, control, channel, clock, plan
                 )
                 control.take_skip()
                 for image, image_seed in zip(pil_images, seeds, strict=True):
@@ -274,8 +293,42 @@ class Engine:
             channel.put(Notice(notice))
         return prompts, self.embeddings.ti_hashes(prompts.embeddings_used, embeddings)
 
+    def _fit_to_device(self, request: GenerationRequest, loaded, job: Job, loras: list, channel) -> MemoryPlan:
+        """The memory plan for the job (core.memory_policy), applied to its pipeline (core.placement), and the
+        speed options where everything stays on the device (core.speed). Before the prompts are encoded: the text
+        encoders may be offloaded too."""
+        pipe = job.pipeline
+        device = self.policy.device
+        free = free_memory(device)
+        if free is not None:  # what this job's models hold now is theirs to place
+            free += bytes_on([m for m in pipe.components.values() if isinstance(m, torch.nn.Module)], device)
+        plan = plan_memory(
+            free,
+            model_size(loaded.family.id),
+            request.width,
+            request.height,
+            request.batch_size,
+            forced=self.policy.memory_flag,
+            is_sdxl=loaded.family is SDXL,
+        )
+        options = self.speed()
+        if plan.level != ALL_ON_GPU:
+            undo_speed_options([pipe.unet, pipe.vae])
+        place_pipeline(pipe, plan.level, device, loaded.placement)
+        if plan.level != ALL_ON_GPU:
+            off = " The speed options are off while models are offloaded." if options.any_on_modules else ""
+            channel.put(Notice(f"Memory: {plan.name} ({plan.reason}).{off}"))
+            return plan
+        # A LoRA's adapters sit on the separate query/key/value projections; fp8 layers upcast one by one.
+        apply_speed_options(pipe.unet, pipe.vae, options, can_fuse=not loras and not loaded.fp8_unet)
+        size = (type(pipe).__name__, request.width, request.height, request.batch_size, request.cfg_scale > 1)
+        if options.compile and (key := (*size, *loras)) not in loaded.compiled_keys:
+            loaded.compiled_keys.add(key)
+            channel.put(Notice(COMPILING_NOTICE))
+        return plan
+
     def _run_batch(
-        self, request, job: Job, loaded, prompts: JobPrompts, seeds, batch, control, channel, clock
+        self, request, job: Job, loaded, prompts: JobPrompts, seeds, batch, control, channel, clock, plan: MemoryPlan
     ) -> list[Image.Image]:
         """One pipeline call for the batch's seeds, the same for every task: sampler, progress, previews, stop."""
         if job.unchanged is not None:
@@ -285,7 +338,12 @@ class Engine:
         if hasattr(pipe.scheduler, "noise_sampler_seed"):
             # DPM++ SDE draws Brownian noise from its own seed; tie it to the image seed for reproducibility.
             pipe.scheduler.noise_sampler_seed = seeds[0]
-        on_step_end = _step_callback(request, pipe, loaded.family, prompts, batch, control, channel, clock)
+        taesd = None
+        if request.preview_method == "TAESD":
+            taesd, why_not = self.taesd.for_family(loaded.family)
+            if why_not and batch == 0:
+                channel.put(Notice(why_not))
+        on_step_end = _step_callback(request, pipe, loaded.family, prompts, batch, control, channel, clock, taesd)
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         kwargs = dict(
             **prompts.pipeline_inputs(len(seeds)),  # our own encoding (A1111's chunks, weights, clip skip)
@@ -295,9 +353,6 @@ class Engine:
             callback_on_step_end=on_step_end,
             callback_on_step_end_tensor_inputs=["latents", *prompts.callback_inputs()],
             output_type="pil",
-        )
-        plan = plan_memory(
-            free_memory(self.policy.device), model_size(loaded.family.id), request.width, request.height, len(seeds)
         )
         if plan.tiled_vae and batch == 0:
             channel.put(Notice(f"The VAE works in tiles at this size ({plan.reason})."))
@@ -309,12 +364,12 @@ class Engine:
 
 
 def _step_callback(
-    request: GenerationRequest, pipe, family: Family, prompts: JobPrompts, batch, control, channel, clock
+    request: GenerationRequest, pipe, family: Family, prompts: JobPrompts, batch, control, channel, clock, taesd=None
 ):
     """diffusers' callback_on_step_end: Progress with an occasional preview, the stop flag checked each step, and
     the prompt's conditioning for the next step where prompt editing or alternation changes it."""
     tracker = DenoisedTracker(pipe.scheduler)
-    previewer = make_previewer(request.preview_method, pipe, family)
+    previewer = make_previewer(request.preview_method, pipe, family, taesd)
 
     def on_step_end(pipeline, i, t, tensors):
         if control.should_stop_batch:

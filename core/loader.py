@@ -60,6 +60,9 @@ class LoadedCheckpoint:
     scheduler_config: dict  # the checkpoint's own schedule, which every sampler starts from
     # img2img/inpaint pipelines built from this one's components (core.jobs), kept so a job does not rebuild them.
     derived: dict[str, DiffusionPipeline] = field(default_factory=dict, repr=False)
+    placement: dict = field(default_factory=dict, repr=False)  # the last memory placement (core.placement)
+    compiled_keys: set[tuple] = field(default_factory=set, repr=False)  # sizes compiled for (core.speed)
+    fp8_unet: bool = False  # the UNet's weights stored in fp8 (core.speed.store_fp8)
 
     @property
     def description(self) -> str:

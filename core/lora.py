@@ -27,6 +27,7 @@ from core.checkpoint_files import StateDict, load_state_dict
 from core.errors import UserError
 from core.loader import LoadedCheckpoint
 from core.lora_files import family_of, find_lora, lora_hash, unsupported_format
+from core.placement import lift_placement
 from core.prompt_syntax import extract_extra_networks, lora_multipliers
 from core.registry import ModelEntry, ModelRegistry
 
@@ -162,6 +163,7 @@ class LoraLibrary:
             return None, reason.replace("{name}", shown)
         name = f"lora_{state.next_id}"
         state.next_id += 1
+        lift_placement(loaded.placement)
         try:
             with _quiet_second_adapter():
                 loaded.pipeline.load_lora_weights(converted, adapter_name=name)

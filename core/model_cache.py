@@ -18,6 +18,7 @@ from core.loader import LoadedCheckpoint, load_checkpoint, load_controlnet, load
 from core.preprocessors import Annotators
 from core.registry import ModelEntry, ModelRegistry
 from core.request import MAX_CONTROLNET_UNITS
+from core.speed import store_fp8
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,16 @@ class ActiveModel:
 class ModelCache:
     """LRU of loaded checkpoints; its size is read from `capacity()` each time so a settings change applies."""
 
-    def __init__(self, registry: ModelRegistry, policy: DevicePolicy, capacity: Callable[[], int], sd2_prediction):
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        policy: DevicePolicy,
+        capacity: Callable[[], int],
+        sd2_prediction,
+        fp8_unet: Callable[[], bool] = lambda: False,
+    ):
         self.registry = registry
+        self.fp8_unet = fp8_unet
         self.policy = policy
         self.capacity = capacity
         self.sd2_prediction = sd2_prediction
@@ -66,12 +75,20 @@ class ModelCache:
         return ActiveModel(loaded, entry, self.registry.short_hash(entry), vae_name, vae_hash)
 
     def _checkpoint(self, entry: ModelEntry) -> LoadedCheckpoint:
-        if entry.path in self._checkpoints:
+        fp8 = self.fp8_unet()
+        cached = self._checkpoints.get(entry.path)
+        if cached is not None and cached.fp8_unet == fp8:
             self._checkpoints.move_to_end(entry.path)
-            return self._checkpoints[entry.path]
+            return cached
+        if cached is not None:  # the fp8 setting changed: fp8 storage rewrote the weights, so load them again
+            del self._checkpoints[entry.path]
+            release_memory(self.policy.device)
         self._evict(self._checkpoints, max(0, self.capacity() - 1))
         started = time.perf_counter()
         loaded = load_checkpoint(entry.path, self.policy, self.sd2_prediction())
+        if fp8:
+            store_fp8(loaded.pipeline.unet, self.policy.dtype)
+            loaded.fp8_unet = True
         self.last_load_seconds = time.perf_counter() - started
         log.info("Loaded %s (%s) in %.1f s", entry.name, loaded.description, self.last_load_seconds)
         self.registry.remember_family(entry, loaded.description)

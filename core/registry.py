@@ -22,6 +22,7 @@ FOLDERS = {
     "controlnet": "ControlNet",
     "vae": "VAE",
     "embedding": "embeddings",
+    "vae_approx": "VAE-approx",  # TAESD preview decoders (A1111's folder: taesd_decoder.pth, taesdxl_decoder.pth)
     "annotator": "annotators",  # ControlNet preprocessors' weights (lllyasviel/Annotators file names)
 }
 

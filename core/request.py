@@ -23,7 +23,7 @@ MAX_PROMPT_LENGTH = 20_000  # characters; A1111's longest real prompts are a few
 MAX_NAME_LENGTH = 1_000  # a model, sampler or style name
 MAX_MASK_BLUR = 64  # A1111's slider maximum
 MAX_PADDING = 256  # A1111's "Only masked padding, pixels" slider maximum
-PREVIEW_METHODS = ("Approximate", "Full VAE", "None")  # live previews (core.previews makes them)
+PREVIEW_METHODS = ("Approximate", "TAESD", "Full VAE", "None")  # live previews (core.previews makes them)
 
 # A1111's labels, in the order of its radio buttons: the request holds the index, as A1111's API does.
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")

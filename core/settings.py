@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 
 SD2_PREDICTION_TYPES = ("v_prediction", "epsilon")
 MAX_MODEL_CACHE_SIZE = 10
+SPEED_SETTINGS = ("channels_last", "fused_qkv", "compile_unet", "fp8_unet")  # read by core.speed in the worker
 
 
 @dataclass
@@ -23,9 +24,13 @@ class Settings:
     outputs_dir: str = "outputs"
     cache_dir: str = "cache"
     model_cache_size: int = 2  # checkpoints kept loaded; switching back to one of them is instant
-    preview_method: str = "Approximate"  # "Approximate", "Full VAE" or "None"
+    preview_method: str = "Approximate"  # one of core.request.PREVIEW_METHODS
     preview_every_n_steps: int = 2
     step_cache: str = "Off"  # a core.step_cache preset: "Off", "Fast" or "Faster"
+    channels_last: bool = False  # core.speed's options (each also a flag, which forces it on)
+    fused_qkv: bool = False
+    compile_unet: bool = False
+    fp8_unet: bool = False
     sd2_prediction_type: str = "v_prediction"  # for SD2.x checkpoints without a .yaml beside them
     default_checkpoint: str = ""
     default_sampler: str = "DPM++ 2M"
@@ -82,6 +87,7 @@ class Settings:
             "model_cache_size": self.model_cache_size,
             "sd2_prediction_type": self.sd2_prediction_type,
             "save_control_maps": self.save_control_maps,
+            **{name: getattr(self, name) for name in SPEED_SETTINGS},
         }
 
     def update(self, values: dict) -> None:

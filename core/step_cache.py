@@ -34,6 +34,8 @@ def cached_deep_blocks(unet, interval: int) -> Iterator[None]:
         return
     state = {"calls": 0, "full": True}
     wrapped = [unet, *deep_blocks(unet)]
+    # What each module's instance holds now (a compiled forward, core.speed), to give it back afterwards.
+    own = {id(module): vars(module).get("forward") for module in wrapped}
     original_forward = unet.forward
 
     @functools.wraps(original_forward)
@@ -49,7 +51,10 @@ def cached_deep_blocks(unet, interval: int) -> Iterator[None]:
         yield
     finally:
         for module in wrapped:
-            del module.forward  # back to the class's forward
+            if own[id(module)] is None:
+                del module.forward  # back to the class's forward
+            else:
+                module.forward = own[id(module)]
 
 
 def _replaying(forward, state: dict):

@@ -52,6 +52,7 @@ class WorkerConfig:
     device: str = "auto"
     precision: str = "auto"
     threads: int = 0  # torch intra-op threads; 0: torch's default
+    memory_flag: str | None = None  # "medvram", "medvram-sdxl" or "lowvram" forces a memory level
     settings: dict[str, Any] = field(default_factory=dict)  # the live settings; each job sends the current ones
 
 
@@ -174,15 +175,18 @@ def _build_engine(config: WorkerConfig):
     from core.model_cache import ModelCache
     from core.outputs import OutputWriter
     from core.registry import HashCache, ModelRegistry
+    from core.speed import SpeedOptions
 
     settings = config.settings
     registry = ModelRegistry(Path(config.models_dir), HashCache(Path(config.cache_dir) / "models.json"))
-    policy = choose_policy(config.device, config.precision)
+    policy = choose_policy(config.device, config.precision, config.memory_flag)
     models = ModelCache(
         registry,
         policy,
         capacity=lambda: int(settings.get("model_cache_size", 2)),
         sd2_prediction=lambda: settings.get("sd2_prediction_type", "v_prediction"),
+        fp8_unet=lambda: SpeedOptions.from_settings(settings).fp8_unet,
     )
     outputs = OutputWriter(Path(config.outputs_dir), lambda: bool(settings.get("save_control_maps", False)))
-    return Engine(models, outputs, policy)  # styles are applied by the web process, which owns styles.csv
+    speed = lambda: SpeedOptions.from_settings(settings)  # noqa: E731
+    return Engine(models, outputs, policy, speed=speed)  # styles are applied by the web process, which owns styles.csv

@@ -124,6 +124,8 @@ def _settings_widgets(services: Services) -> dict[str, gr.components.Component]:
                 "one; slightly less faithful, written in the infotext)",
                 elem_id="settings_step_cache",
             )
+            for name, label in SPEED_LABELS.items():
+                widgets[name] = gr.Checkbox(getattr(s, name), label=label, elem_id=f"settings_{name}")
             _section("Models")
             widgets["model_cache_size"] = gr.Slider(
                 1,
@@ -182,6 +184,17 @@ def _settings_widgets(services: Services) -> dict[str, gr.components.Component]:
                     64, 2048, value=s.default_height, step=8, label="Height", elem_id="settings_default_height"
                 )
     return widgets
+
+
+SPEED_LABELS = {  # core.speed's options; the flags in brackets force them on
+    "channels_last": "channels_last memory order for the UNet and VAE (--opt-channelslast)",
+    "fused_qkv": "Fused attention projections: one matmul for query, key and value (--fuse-qkv; not while a LoRA "
+    "is used)",
+    "compile_unet": "torch.compile the UNet and VAE (--compile; the first job at each size compiles for a minute or "
+    "more, later ones are faster)",
+    "fp8_unet": "Store the UNet's weights in fp8 (--fp8-unet; half the UNet's memory, slightly different pixels; "
+    "reloads the checkpoint)",
+}
 
 
 def _section(title: str) -> None:

@@ -129,9 +129,9 @@ def timed(fn, device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_setup(doc: str, repeats: int = 3):
-    """The flags every bench takes, the device policy, and the model's components (seeded: the same weights in
-    every process that builds them)."""
+def bench_setup(doc: str, repeats: int = 3, add_arguments=None):
+    """The flags every bench takes (and the bench's own, from `add_arguments(parser)`), the device policy, and the
+    model's components (seeded: the same weights in every process that builds them)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=["tiny", "sd15", "sdxl"], default="tiny")
     parser.add_argument("--size", type=int, default=256)
@@ -139,6 +139,8 @@ def bench_setup(doc: str, repeats: int = 3):
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
+    if add_arguments is not None:
+        add_arguments(parser)
     args = parser.parse_args()
     diffusers_logging.set_verbosity_error()
     torch.manual_seed(0)

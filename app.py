@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--listen", action="store_true", help="serve on 0.0.0.0 so other machines on the network can connect"
     )
-    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
+    parser.add_argument("--port", type=int, help="port to serve on (default 7860; 7861 with --nowebui, as A1111)")
     parser.add_argument(
         "--share", action="store_true", help="make a public gradio.live link (needs internet; falls back to local)"
     )
@@ -50,6 +50,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--insecure-no-auth",
         action="store_true",
         help="DANGER: serve --listen/--share WITHOUT a login (anyone who reaches the address can use it)",
+    )
+    parser.add_argument(
+        "--api",
+        action="store_true",
+        help="serve A1111's REST API (/sdapi/v1, docs at /docs); on by default unless --listen or --share",
+    )
+    parser.add_argument("--nowebui", action="store_true", help="serve the REST API only, without the web UI")
+    parser.add_argument(
+        "--api-auth", metavar="USER:PASS[,USER:PASS…]", help="logins for the REST API (HTTP Basic); the UI's also work"
     )
     parser.add_argument("--models-dir", type=Path, help="models folder in A1111's layout (default: ./models)")
     parser.add_argument("--outputs-dir", type=Path, help="where images are saved (default: ./outputs)")
@@ -126,15 +135,14 @@ def main(argv: list[str] | None = None) -> None:
     # This process runs no model and never imports torch (it starts in seconds and leaves the cores to the
     # workers): the registry reads file headers only; the generation workers (core.worker) do the rest.
     from core.registry import HashCache, ModelRegistry
-    from core.starter import first_start_defaults
+    from core.services import Services
+    from core.starter import default_checkpoint, first_start_defaults
     from core.styles import StyleLibrary
     from core.untrusted_images import MAX_UPLOAD_BYTES
     from core.worker import parse_devices
     from ui.app_ui import CSS, JS, build_ui
     from ui.job_limits import MAX_QUEUED_JOBS, MAX_WAITING_JOBS_PER_SESSION, limit_waiting_jobs
-    from ui.model_pickers import default_checkpoint
     from ui.remembered import load_or_create_secret
-    from ui.services import Services
 
     try:
         devices = parse_devices(args.device)
@@ -156,15 +164,19 @@ def main(argv: list[str] | None = None) -> None:
         outputs_dir=outputs_dir,
         ui_secret=load_or_create_secret(cache_dir / "browser-state.key"),
     )
+    api = _api_router(args, services, login.credentials)
+    if args.nowebui:
+        _serve_api_only(args, api, workers, login.announcement)
+        return
     page = build_ui(services, banner=login.banner)
     page.queue(default_concurrency_limit=1, max_size=MAX_QUEUED_JOBS)
     limit_waiting_jobs(page, MAX_WAITING_JOBS_PER_SESSION)
     workers.start()  # after the page is built (it says "loading the model…" until one is ready)
     if login.announcement:
         print(login.announcement, file=sys.stderr, flush=True)  # printed, never logged: it may hold a password
-    _, local_url, share_url = page.launch(
+    app, local_url, share_url = page.launch(
         server_name="0.0.0.0" if args.listen else "127.0.0.1",
-        server_port=args.port,
+        server_port=args.port or 7860,
         share=args.share,
         auth=login.credentials,
         # Served: the output folder (fixed now; no request can add one) and Gradio's own assets and uploads.
@@ -177,6 +189,10 @@ def main(argv: list[str] | None = None) -> None:
         prevent_thread_lock=True,
         show_error=True,
     )
+    if api is not None:
+        from api import attach_api
+
+        attach_api(app, api)  # the same server and port: /sdapi/v1/…, /controlnet/…, docs at /docs
     if args.share and not share_url:
         print(
             "Could not create a public share link (no internet?). Serving locally only at " + local_url, file=sys.stderr
@@ -185,6 +201,40 @@ def main(argv: list[str] | None = None) -> None:
         page.block_thread()
     finally:
         workers.close()  # they would exit anyway when their pipes close; this waits for them
+
+
+def _api_router(args: argparse.Namespace, services, ui_credentials):
+    """The REST API's routes, or None when it is off: on by default for a local server; for an address others can
+    reach only with --api (or --nowebui). Its logins: --api-auth's and the UI's."""
+    if not (args.api or args.nowebui or not (args.listen or args.share)):
+        return None
+    from api import build_api_router
+    from core.access import parse_credentials
+    from core.errors import UserError
+
+    try:
+        credentials = parse_credentials(args.api_auth, "--api-auth") if args.api_auth else []
+    except UserError as exc:
+        raise SystemExit(str(exc)) from exc
+    credentials += ui_credentials or []
+    return build_api_router(services, credentials or None, vars(args))
+
+
+def _serve_api_only(args: argparse.Namespace, api, workers, announcement: str) -> None:
+    """--nowebui: the REST API alone on its own FastAPI app, served by uvicorn (A1111's port 7861 by default)."""
+    import uvicorn
+
+    from api import api_only_app
+
+    if args.share:
+        print("--share needs the web UI; serving the API locally only (or on the network with --listen).")
+    workers.start()
+    if announcement:
+        print(announcement, file=sys.stderr, flush=True)
+    try:
+        uvicorn.run(api_only_app(api), host="0.0.0.0" if args.listen else "127.0.0.1", port=args.port or 7861)
+    finally:
+        workers.close()
 
 
 def _start_workers(args, devices, settings, models_dir, outputs_dir, cache_dir, styles):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from core.errors import UserError
@@ -41,6 +41,9 @@ class Settings:
     default_height: int = 512
     controlnet_unit_count: int = 3  # ControlNet units shown in each tab (after a restart)
     save_control_maps: bool = False  # save ControlNet's detected maps next to the images
+    # A1111 options the REST API was sent that map to nothing above (api.options): kept and given back as sent,
+    # and the API jobs' defaults for VAE and clip skip ("sd_vae", "CLIP_stop_at_last_layers").
+    api_options: dict = field(default_factory=dict)
 
     def validated(self) -> Settings:
         """Return self when every value is usable, else raise UserError listing each problem."""

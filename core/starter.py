@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.registry import ModelRegistry
 from core.settings import Settings
 
 STARTER_CHECKPOINT = "shapes/shapes-sd1.safetensors"  # under models/Stable-diffusion
@@ -15,7 +16,17 @@ def prefer_users_checkpoints(names: list[str]) -> list[str]:
     return sorted(names, key=lambda name: name == STARTER_CHECKPOINT)
 
 
-def first_start_defaults(settings: Settings, default_checkpoint: str | None) -> None:
+def first_start_defaults(settings: Settings, checkpoint: str | None) -> None:
     """Without a settings file, new pages on the shipped model start at its own size."""
-    if default_checkpoint == STARTER_CHECKPOINT:
+    if checkpoint == STARTER_CHECKPOINT:
         settings.default_width = settings.default_height = STARTER_RESOLUTION
+
+
+def default_checkpoint(registry: ModelRegistry, preferred: str = "") -> str | None:
+    """The settings' default checkpoint when it is there, else the first one that looks loadable (the user's own
+    before the shipped shapes model)."""
+    entries = registry.list("checkpoint")
+    if preferred in (e.name for e in entries):
+        return preferred
+    usable = prefer_users_checkpoints([e.name for e in entries if registry.family_label(e) != "unsupported"])
+    return (usable or [e.name for e in entries] or [None])[0]

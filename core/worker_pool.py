@@ -10,7 +10,9 @@ with requests and events as plain data underneath (core.wire)."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import logging
 import multiprocessing
 import queue
@@ -152,6 +154,8 @@ class WorkerPool:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no fork of the web server's threads
         self._changed = threading.Condition()
         self.workers = [_Worker(context, config, self._notify) for config in configs]
+        self._line: collections.deque[int] = collections.deque()  # tickets of the jobs waiting for a worker
+        self._tickets = itertools.count()
         self.styles, self.settings, self.hang_seconds = styles, settings, hang_seconds
         self.last_job_seconds: float | None = None  # what the latest job took inside its worker (for bench/)
         if start:
@@ -263,21 +267,36 @@ class WorkerPool:
         self._release(worker)
 
     def _acquire(self, checkpoint: str | None) -> _Worker:
+        """The next free worker, first come first served: jobs from the UI and the REST API wait in this one line
+        (the oldest takes the worker that holds its checkpoint, if that one is free)."""
         with self._changed:
-            while True:
-                free = [w for w in self.workers if w.ready and not w.busy]
-                if free:
-                    chosen = next((w for w in free if checkpoint in w.loaded), free[0])
-                    chosen.busy = True
-                    return chosen
-                if self.problem:
-                    raise UserError(self.problem)
-                self._changed.wait(timeout=1)
+            ticket = next(self._tickets)
+            self._line.append(ticket)
+            try:
+                while True:
+                    free = [w for w in self.workers if w.ready and not w.busy]
+                    if free and self._line[0] == ticket:
+                        chosen = next((w for w in free if checkpoint in w.loaded), free[0])
+                        chosen.busy = True
+                        return chosen
+                    if self.problem:
+                        raise UserError(self.problem)
+                    self._changed.wait(timeout=1)
+            finally:
+                self._line.remove(ticket)
+                self._changed.notify_all()  # the next in line may take another free worker
 
     def _release(self, worker: _Worker) -> None:
         with self._changed:
             worker.busy = False
             self._changed.notify_all()
+
+    def status(self) -> list[dict]:
+        """Each worker's device, state and loaded checkpoints (shown by the REST API's memory route)."""
+        return [
+            {"device": w.config.device, "ready": w.ready, "busy": w.busy, "failed": w.failed, "loaded": list(w.loaded)}
+            for w in self.workers
+        ]
 
     def generate(self, request: GenerationRequest, control: JobControl | None = None) -> Result:
         """Run to completion and return the Result (its images hold paths, not pixels)."""

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from core.registry import HashCache, ModelRegistry
 from core.settings import Settings
-from core.starter import STARTER_CHECKPOINT, STARTER_RESOLUTION, first_start_defaults
+from core.starter import STARTER_CHECKPOINT, STARTER_RESOLUTION, default_checkpoint, first_start_defaults
 from tests.fixtures.tiny_models import write_checkpoint
-from ui.model_pickers import default_checkpoint
 
 
 def registry_with(tmp_path, *names: str) -> ModelRegistry:

@@ -88,7 +88,7 @@ from core.settings import Settings
 from core.styles import StyleLibrary
 from core.worker_pool import WorkerPool
 from ui.app_ui import build_ui
-from ui.services import Services
+from core.services import Services
 work = Path({str(tmp_path)!r})
 registry = ModelRegistry(Path({str(models_dir)!r}), HashCache(work / "models.json"))
 for kind in ("checkpoint", "controlnet", "vae", "lora"):

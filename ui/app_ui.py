@@ -7,12 +7,12 @@ import json
 
 import gradio as gr
 
+from core.services import Services
 from ui.img2img_tab import build_img2img_tab
 from ui.inpaint_tab import build_inpaint_tab
 from ui.model_pickers import build_model_pickers
 from ui.remembered import remember_values
 from ui.send_to import connect_send_to
-from ui.services import Services
 from ui.settings_tab import build_settings_tab
 from ui.symbols import TOOLTIPS
 from ui.txt2img_tab import build_prompt_tab, build_txt2img_tab

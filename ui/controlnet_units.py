@@ -10,8 +10,8 @@ import gradio as gr
 from core.errors import UserError
 from core.preprocessors import PREPROCESSORS, Slider
 from core.request import CONTROL_MODES, CONTROL_RESIZE_MODES, MAX_CONTROL_WEIGHT, ControlNetUnit
+from core.services import Services
 from ui.checked_uploads import CheckedImage
-from ui.services import Services
 from ui.symbols import REFRESH
 
 

@@ -3,6 +3,7 @@ turns their values into a GenerationRequest job and renders its events."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from core.outputs import read_infotext
 from core.request import MAX_BATCH_COUNT, MAX_CLIP_SKIP, MAX_PROMPT_LENGTH, MAX_STEPS, GenerationRequest
 from core.samplers import SAMPLERS, SCHEDULE_TYPES
 from core.served_files import produced_file
+from core.services import Services
 from core.settings import Settings
 from core.step_cache import STEP_CACHE_PRESETS
 from ui.controlnet_units import take_units
@@ -21,7 +23,6 @@ from ui.model_pickers import ModelPickers
 from ui.network_browser import build_network_browser
 from ui.prompt_tools import build_style_picker, connect_style_picker, token_counter
 from ui.remembered import Remembered
-from ui.services import Services
 from ui.symbols import RANDOM_SEED, REUSE_SEED
 
 # Turns the tab's widget values (by request field name) into request values: e.g. the inpaint tab reads its mask
@@ -183,11 +184,9 @@ def connect_generation(
     # The API's argument order: prompt, negative prompt, checkpoint, VAE, then the tab's controls.
     models = {"checkpoint": pickers.checkpoint, "vae": pickers.vae}
     all_fields = {k: v for k, v in fields.items() if k in ("prompt", "negative_prompt")} | models | fields
-    names = list(all_fields)
 
-    def generate(request: gr.Request, *values):
+    def generate(request: gr.Request, **values_by_name):
         settings = services.settings
-        values_by_name = dict(zip(names, values, strict=True))
         values_by_name.update(
             preview_method=settings.preview_method,
             preview_every_n_steps=settings.preview_every_n_steps,
@@ -215,9 +214,17 @@ def connect_generation(
                 hidden = gr.update(value=None, visible=False)
                 yield hidden, progress_html, images, first.infotext if first else "", seeds, paths, selected
 
+    # Every parameter optional for API callers: those without a widget default (images, a unit's image) are None.
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    generate.__signature__ = inspect.Signature(
+        [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)]
+        + [inspect.Parameter(name, keyword, default=None) for name in all_fields]
+    )
     (button or prompt_row.generate).click(
         generate,
-        inputs=list(all_fields.values()),
+        # By name: gradio_client users call the endpoint with prompt=…, steps=… (each with its widget's default),
+        # and a widget added later takes no one's place.
+        inputs_kwargs=all_fields,
         outputs=[
             *(results.preview, results.progress, results.gallery, results.infotext),
             *(results.seeds, results.paths, results.selected),

@@ -7,6 +7,7 @@ import gradio as gr
 from PIL import Image
 
 from core.request import RESIZE_MODES
+from core.services import Services
 from ui.checked_uploads import CheckedImage
 from ui.controlnet_units import build_controlnet_units
 from ui.generation_panel import (
@@ -19,7 +20,6 @@ from ui.generation_panel import (
     remembered_values,
 )
 from ui.model_pickers import ModelPickers
-from ui.services import Services
 
 MODE = "img2img"
 SIZE_MODES = ("Resize to", "Resize by")

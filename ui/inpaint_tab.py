@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from core.request import INPAINT_AREAS, MASK_MODES, MASKED_CONTENT, MAX_MASK_BLUR, MAX_PADDING
+from core.services import Services
 from ui.checked_uploads import CheckedImage, CheckedImageEditor
 from ui.controlnet_units import build_controlnet_units
 from ui.generation_panel import (
@@ -21,7 +22,6 @@ from ui.generation_panel import (
 )
 from ui.img2img_tab import apply_size_mode, build_resize_controls, follow_image_size
 from ui.model_pickers import ModelPickers
-from ui.services import Services
 
 MODE = "inpaint"
 OUTPAINT_SIDES = {"left": "outpaint_left", "right": "outpaint_right", "up": "outpaint_top", "down": "outpaint_bottom"}

@@ -12,7 +12,7 @@ import gradio as gr
 from core.errors import UserError
 from core.events import Notice, Progress, Result
 from core.request import GenerationRequest
-from ui.services import Services
+from core.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def run_job(services: Services, request: GenerationRequest, session: str, mode: 
     try:
         if not services.generator.ready:
             yield None, notices_html(["Starting the generation worker and loading the model…"]), None
-        for event in services.generator.run(request, control, mode=mode):
+        for event in services.run_job(request, control, mode, origin="ui"):
             if isinstance(event, Progress):
                 preview = event.preview[0] if event.preview else None
                 yield preview, notices_html(notices) + progress_html(event), None

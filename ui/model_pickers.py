@@ -8,7 +8,7 @@ import gradio as gr
 
 from core.registry import ModelRegistry
 from core.settings import Settings
-from core.starter import prefer_users_checkpoints
+from core.starter import default_checkpoint
 from ui.remembered import Remembered
 from ui.symbols import REFRESH
 
@@ -29,16 +29,6 @@ def empty_models_message(registry: ModelRegistry) -> str:
         f"**No checkpoint found.** Put a Stable Diffusion model (`.safetensors`, or a diffusers folder) in "
         f"`{registry.folder('checkpoint').resolve()}` and press {REFRESH}."
     )
-
-
-def default_checkpoint(registry: ModelRegistry, preferred: str = "") -> str | None:
-    """The settings' default checkpoint when it is there, else the first one that looks loadable (the user's own
-    before the shipped shapes model)."""
-    entries = registry.list("checkpoint")
-    if preferred in (e.name for e in entries):
-        return preferred
-    usable = prefer_users_checkpoints([e.name for e in entries if registry.family_label(e) != "unsupported"])
-    return (usable or [e.name for e in entries] or [None])[0]
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from core.errors import UserError
 from core.outputs import read_infotext
 from core.request import GenerationRequest
 from core.served_files import produced_file
+from core.services import Services
 from core.styles import pasted_fields
 from ui.generation_panel import GenerationTab
-from ui.services import Services
 
 # What A1111 pastes from an image's infotext into the receiving tab.
 SENT_FIELDS = (

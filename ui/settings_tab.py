@@ -9,12 +9,12 @@ import gradio as gr
 from core.errors import UserError
 from core.request import MAX_CONTROLNET_UNITS, MAX_STEPS, PREVIEW_METHODS
 from core.samplers import SAMPLERS, SCHEDULE_TYPES
+from core.services import Services
 from core.settings import MAX_MODEL_CACHE_SIZE, SD2_PREDICTION_TYPES, Settings
 from core.step_cache import STEP_CACHE_PRESETS
 from ui.model_pickers import checkpoint_choices
 from ui.remembered import storage_key
 from ui.request_origin import from_api_client, from_this_machine
-from ui.services import Services
 
 # Folders name what the server reads and serves: they are the machine owner's to change, never a visitor's.
 FOLDER_SETTINGS = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from core.services import Services
 from ui.controlnet_units import build_controlnet_units
 from ui.generation_panel import (
     GenerationTab,
@@ -15,7 +16,6 @@ from ui.generation_panel import (
     remembered_values,
 )
 from ui.model_pickers import ModelPickers
-from ui.services import Services
 
 MODE = "txt2img"
 

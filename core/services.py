@@ -1,13 +1,15 @@
-"""The objects the UI talks to, built once by app.py and handed to every tab."""
+"""The objects both front doors (the UI's tabs and the REST API) talk to, built once by app.py."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.dispatch import Generator
-from core.events import JobControl
+from core.events import Event, JobControl
+from core.job_board import JobBoard
 from core.registry import ModelRegistry
 from core.served_files import checked_output_folder, never_served
 from core.settings import Settings, resolve_folder
@@ -57,6 +59,13 @@ class Services:
     outputs_dir: Path  # where the jobs save images: the only folder of ours the server serves
     ui_secret: str = ""  # the key the browser's remembered values are encrypted with
     jobs: SessionJobs = field(default_factory=SessionJobs)
+    board: JobBoard = field(default_factory=JobBoard)  # every job in flight, from the UI and the REST API
+
+    def run_job(self, request, control: JobControl, mode: str, origin: str) -> Iterator[Event]:
+        """The one way a job reaches the workers, from either front door (`origin`: "ui" or "api"): listed on the
+        board (refused when the queue is full), then in the workers' one queue, first come first served."""
+        job = self.board.admit(origin, control, request.steps, request.n_iter)
+        return self.board.track(job, self.generator.run(request, control, mode=mode))
 
     def apply_settings(self, new: Settings) -> list[str]:
         """Validate, save to the settings file and apply at once; returns notes for what waits for a restart."""

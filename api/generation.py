@@ -82,8 +82,10 @@ def progress_answer(job: TrackedJob | None, waiting: int, skip_current_image: bo
     """A1111's ProgressResponse. Idle is progress 0 and job_count 0 (what clients poll for)."""
     state = {"skipped": False, "interrupted": False, "stopping_generation": False, "job": "", "job_count": 0,
              "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0, "queued": waiting}  # fmt: skip
-    if job is None:
-        return {"progress": 0, "eta_relative": 0, "state": state, "current_image": None, "textinfo": None}
+    if job is None:  # idle, or jobs waiting for a worker that is starting (so a poller does not stop early)
+        state["job_count"] = waiting
+        text = "Waiting for the generation worker" if waiting else None
+        return {"progress": 0, "eta_relative": 0, "state": state, "current_image": None, "textinfo": text}
     event = job.progress
     state.update(
         interrupted=job.control.interrupted,

@@ -75,6 +75,10 @@ def add_listing_routes(router: APIRouter, services: Services, flags: dict[str, A
     for path in ("latent-upscale-modes", "hypernetworks", "face-restorers", "realesrgan-models", "sd-modules"):
         router.add_api_route(f"/sdapi/v1/{path}", lambda: [], methods=["GET"], name=path)
 
+    @router.get("/internal/ping")
+    def ping():  # A1111's; SillyTavern checks the connection with it
+        return {}
+
     @router.get("/sdapi/v1/scripts")
     def get_scripts_list():
         return {"txt2img": ["controlnet"], "img2img": ["controlnet"]}

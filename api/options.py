@@ -53,6 +53,7 @@ def apply_options(values: dict[str, Any], settings: Settings, registry: ModelReg
     the choices) and mapped; the rest kept. Returns a new Settings for Services.apply_settings to validate and save."""
     changed = replace(settings, api_options=dict(settings.api_options))
     kept = changed.api_options
+    no_previews = False
     for key, value in values.items():
         if key == "sd_model_checkpoint" and value:
             changed.default_checkpoint = checkpoint_name(registry, value)
@@ -65,17 +66,21 @@ def apply_options(values: dict[str, Any], settings: Settings, registry: ModelReg
             name, kind = SETTINGS_OPTIONS[key]
             number = _integer(key, value)
             if key == "show_progress_every_n_steps" and number < 1:  # A1111's -1: no previews
-                changed.preview_method = "None"
+                no_previews = True
                 continue
             setattr(changed, name, kind(number))
         elif key == "show_progress_type" and value in PREVIEW_TYPES:
             changed.preview_method = PREVIEW_TYPES[value]
         elif key == "live_previews_enable" and value is False:
-            changed.preview_method = "None"
+            no_previews = True
+        elif key == "live_previews_enable" and value is True and changed.preview_method == "None":
+            changed.preview_method = "Approximate"
         elif key in ("sd_checkpoint_hash", "samples_format", "live_previews_enable", "control_net_unit_count"):
             continue  # read-only here (read back from GET, so a POST of the whole dict carries them)
         else:
             kept[key] = value
+    if no_previews:  # whatever preview type the same dict names
+        changed.preview_method = "None"
     size = len(json.dumps(kept, default=str))
     if len(kept) > MAX_OPTION_KEYS or size > MAX_OPTIONS_BYTES:
         raise UserError(f"The options are too large ({len(kept)} keys, {size:,} bytes); at most {MAX_OPTION_KEYS} "

@@ -22,6 +22,7 @@ from core.outputs import read_infotext
 from tests.app_server import running_app
 from tests.fixtures.tiny_loras import kohya_lora, write_lora
 from tests.fixtures.tiny_models import write_checkpoint, write_controlnet
+from tests.security.endpoints import bomb_png, named_endpoints
 
 FAST = dict(steps=2, width=64, height=64, cfg_scale=7, seed=1234)
 
@@ -53,6 +54,7 @@ def app(api_models, tmp_path_factory):
     work.joinpath("config.json").write_text(
         json.dumps({"cache_dir": str(work / "cache"), "default_checkpoint": "sd15/tiny-sd1.safetensors"})
     )
+    work.joinpath("styles.csv").write_text("name,prompt,negative_prompt\nwarm,warm light,cold\n")
     with api_app(api_models, work) as running:
         yield running
 
@@ -128,7 +130,7 @@ def test_controlnet_through_webuiapi_and_its_routes(api):
     unit = webuiapi.ControlNetUnit(image=edges, module="canny", model=model, weight=1.0, resize_mode="Just Resize")
     # webuiapi adds the units to its default alwayson_scripts dict (a mutable default): pass a fresh one.
     result = api.txt2img(prompt="a box", controlnet_units=[unit], alwayson_scripts={}, **FAST)
-    assert "ControlNet 0: \"Module: canny, Model: tiny-sd1-canny" in result.info["infotexts"][0]
+    assert 'ControlNet 0: "Module: canny, Model: tiny-sd1-canny' in result.info["infotexts"][0]
     plain = api.txt2img(prompt="a box", **FAST)
     assert result.images[0].tobytes() != plain.images[0].tobytes()
     detected = api.controlnet_detect([edges], module="canny")
@@ -143,7 +145,8 @@ def test_options_switch_the_checkpoint_and_a_post_of_the_whole_dict_works(app, a
     assert api.txt2img(prompt="x", **FAST).info["sd_model_name"] == "tiny-other"
     # Open WebUI: read the whole dict, change the model, POST it all back (with keys we do not know).
     options = httpx.get(app.url + "sdapi/v1/options").json()
-    options.update(sd_model_checkpoint="sd15/tiny-sd1.safetensors", some_extension_option=[1, 2], CLIP_stop_at_last_layers=2)
+    options.update(sd_model_checkpoint="sd15/tiny-sd1.safetensors", some_extension_option=[1, 2])
+    options["CLIP_stop_at_last_layers"] = 2
     assert httpx.post(app.url + "sdapi/v1/options", json=options).status_code == 200
     again = httpx.get(app.url + "sdapi/v1/options").json()
     assert again["some_extension_option"] == [1, 2] and again["sd_model_checkpoint"].startswith("sd15/tiny-sd1")
@@ -175,6 +178,13 @@ def test_progress_while_a_job_runs_shows_a_preview_and_interrupt_stops_it(app, a
     job.join(timeout=120)
     assert done["r"].info["interrupted"] and len(done["r"].images) == 1
     assert api.get_progress()["state"]["job_count"] == 0
+
+
+def test_styles_are_listed_and_applied(api):
+    assert {"name": "warm", "prompt": "warm light", "negative_prompt": "cold"} in api.get_prompt_styles()
+    result = api.txt2img(prompt="a cup", negative_prompt="", styles=["warm"], **FAST)
+    assert result.info["infotexts"][0].startswith("a cup, warm light\nNegative prompt: cold\n")
+    assert result.info["styles"] == ["warm"] and result.info["prompt"] == "a cup, warm light"
 
 
 def test_png_info_reads_back_a_returned_image(api):
@@ -209,10 +219,14 @@ def test_lists_are_a1111_shaped(app, api):
 
 
 def test_raw_clients_sampler_index_with_a_combined_name_and_polling(app):
-    """SillyTavern and older scripts send sampler_index "DPM++ 2M Karras" (pre-1.9 names) and poll progress."""
-    body = {"prompt": "combined", "sampler_index": "DPM++ 2M Karras", "steps": 2, "width": 64, "height": 64,
-            "seed": 7, "override_settings": {"sd_model_checkpoint": "tiny-sd1"},
-            "override_settings_restore_afterwards": True}  # fmt: skip
+    """Older scripts send sampler_index "DPM++ 2M Karras" (pre-1.9 names); SillyTavern pings, sends its whole
+    hires-off body with override_settings, and polls progress until idle."""
+    assert httpx.get(app.url + "internal/ping").json() == {}
+    body = {"prompt": "combined", "negative_prompt": "", "sampler_index": "DPM++ 2M Karras", "steps": 2, "width": 64,
+            "height": 64, "seed": 7, "cfg_scale": 7, "restore_faces": False, "enable_hr": False, "hr_scale": 2,
+            "hr_upscaler": "Latent", "denoising_strength": 0.7, "hr_second_pass_steps": 0, "clip_skip": 1,
+            "override_settings": {"sd_model_checkpoint": "tiny-sd1", "CLIP_stop_at_last_layers": 1},
+            "override_settings_restore_afterwards": True, "send_images": True, "save_images": False}  # fmt: skip
     with ThreadPoolExecutor(1) as pool:
         answer = pool.submit(httpx.post, app.url + "sdapi/v1/txt2img", json=body, timeout=120)
         while not answer.done():
@@ -221,12 +235,14 @@ def test_raw_clients_sampler_index_with_a_combined_name_and_polling(app):
             time.sleep(0.1)
     response = answer.result()
     assert response.status_code == 200
+    idle = httpx.get(app.url + "sdapi/v1/progress").json()
+    assert idle["progress"] == 0 and idle["state"]["job_count"] == 0
     infotext = png_text(response.json()["images"][0])
     assert "Sampler: DPM++ 2M, Schedule type: Karras," in infotext and "Seed: 7," in infotext
     assert json.loads(response.json()["info"])["scheduler"] == "Karras"
 
 
-def test_bad_input_is_a_422_naming_the_field_and_the_server_keeps_running(app):
+def test_bad_input_is_a_422_naming_the_field_and_the_server_keeps_running(app, tmp_path):
     post = lambda body: httpx.post(app.url + "sdapi/v1/txt2img", json=body, timeout=60)  # noqa: E731
     unknown = post({"prompt": "x", "sampler_name": "Nope", **FAST})
     assert unknown.status_code == 422 and "Unknown sampler 'Nope'" in unknown.text and "Euler a" in unknown.text
@@ -234,6 +250,9 @@ def test_bad_input_is_a_422_naming_the_field_and_the_server_keeps_running(app):
     assert typed.status_code == 422 and "steps" in typed.text
     bad_b64 = httpx.post(app.url + "sdapi/v1/img2img", json={"init_images": ["%%%"], **FAST}, timeout=60)
     assert bad_b64.status_code == 422 and "init_images[0]" in bad_b64.text
+    bomb = base64.b64encode(bomb_png(tmp_path / "bomb.png").read_bytes()).decode()
+    refused = httpx.post(app.url + "sdapi/v1/img2img", json={"init_images": [bomb], **FAST}, timeout=60)
+    assert refused.status_code == 422 and "too large" in refused.text and "init_images[0]" in refused.text
     huge = post({"width": 100000, "height": 64, "steps": 1})
     assert huge.status_code == 422 and "Width 100000" in huge.text
     malformed = httpx.post(app.url + "sdapi/v1/txt2img", content=b"{not json", timeout=60,
@@ -293,3 +312,22 @@ def test_nowebui_serves_the_api_alone(api_models, tmp_path):
         assert httpx.get(app.url + "config").status_code == 404  # no Gradio
         answer = httpx.post(app.url + "sdapi/v1/txt2img", json={"prompt": "alone", **FAST}, timeout=120)
         assert answer.status_code == 200 and png_text(answer.json()["images"][0]).startswith("alone\n")
+
+
+def test_on_a_network_address_the_api_needs_api_and_then_the_uis_login(api_models, tmp_path):
+    with running_app(api_models, tmp_path / "listen", "--listen") as app:
+        assert httpx.get(app.url + "sdapi/v1/samplers").status_code == 404  # off unless --api
+    with api_app(api_models, tmp_path / "listen", "--listen", "--api") as app:
+        assert httpx.get(app.url + "sdapi/v1/samplers").status_code == 401
+        user, password = (tmp_path / "listen" / "cache" / "login.txt").read_text().strip().split(":", 1)
+        assert httpx.get(app.url + "sdapi/v1/samplers", auth=(user, password)).status_code == 200
+
+
+def test_the_gradio_endpoints_take_named_parameters_and_only_generation_is_listed(app):
+    endpoints = named_endpoints(Client(app.url, verbose=False))
+    assert set(endpoints) == {"/txt2img", "/img2img", "/inpaint", "/outpaint", "/controlnet"}
+    txt2img = endpoints["/txt2img"]
+    names = [param["parameter_name"] for param in txt2img]
+    assert names[:4] == ["prompt", "negative_prompt", "checkpoint", "vae"]
+    assert {"steps", "seed", "cfg_scale", "styles", "controlnet_0_image"} <= set(names)
+    assert all(param["parameter_has_default"] for param in txt2img)

@@ -14,6 +14,7 @@ from api.schemas import DetectRequest, PngInfoRequest, PngInfoResponse
 from api.translate import SCHEDULER_NAMES, png_base64, png_info
 from core.checkpoint_files import read_shapes
 from core.errors import UserError
+from core.hires import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from core.preprocessors import PREPROCESSORS
 from core.registry import ModelEntry
 from core.request import ControlNetUnit, to_image
@@ -70,9 +71,16 @@ def add_listing_routes(router: APIRouter, services: Services, flags: dict[str, A
 
     @router.get("/sdapi/v1/upscalers")
     def get_upscalers():
-        return [{"name": "None", "model_name": None, "model_path": None, "model_url": None, "scale": 4}]
+        return [
+            {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
+            for name in PIXEL_UPSCALERS
+        ]
 
-    for path in ("latent-upscale-modes", "hypernetworks", "face-restorers", "realesrgan-models", "sd-modules"):
+    @router.get("/sdapi/v1/latent-upscale-modes")
+    def get_latent_upscale_modes():
+        return [{"name": name} for name in LATENT_UPSCALERS]
+
+    for path in ("hypernetworks", "face-restorers", "realesrgan-models", "sd-modules"):
         router.add_api_route(f"/sdapi/v1/{path}", lambda: [], methods=["GET"], name=path)
 
     @router.get("/internal/ping")

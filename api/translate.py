@@ -40,8 +40,8 @@ CONTROL_RESIZE_ALIASES = {
 def refuse_unsupported(body: _Processing) -> None:
     """What A1111 would do but this studio cannot yet: refused by name, never silently ignored."""
     unsupported = []
-    if getattr(body, "enable_hr", False):
-        unsupported.append("enable_hr (Hires fix)")
+    if getattr(body, "hr_checkpoint_name", None) not in (None, "", "Use same checkpoint"):
+        unsupported.append("hr_checkpoint_name (a second checkpoint for Hires fix)")
     if body.script_name:
         unsupported.append(f"script_name {body.script_name!r} (no scripts are installed)")
     if body.restore_faces:
@@ -84,6 +84,8 @@ def build_request(
     )
     if isinstance(body, Img2ImgRequest):
         values.update(_img2img_fields(body))
+    elif body.enable_hr:
+        values.update(_hires_fields(body))
     values["controlnet_units"] = controlnet_units(body.alwayson_scripts, registry)
     return GenerationRequest.from_dict(values)
 
@@ -107,6 +109,27 @@ def _sampler(body: _Processing, values: dict) -> dict[str, str]:
     if scheduler == "Automatic":
         name, scheduler = split_legacy_sampler_name(name)
     return {"sampler_name": name, "scheduler": scheduler}
+
+
+def _hires_fields(body: Txt2ImgRequest) -> dict[str, Any]:
+    """A1111's hires fields; None means "the same as the first pass" (or A1111's default upscaler)."""
+    labels = {name: label for label, name in SCHEDULER_NAMES.items()}
+    values: dict[str, Any] = {
+        "enable_hr": True,
+        "denoising_strength": 0.75 if body.denoising_strength is None else body.denoising_strength,
+        "hr_scale": body.hr_scale,
+        "hr_resize_x": body.hr_resize_x,
+        "hr_resize_y": body.hr_resize_y,
+        "hr_upscaler": body.hr_upscaler or "Latent",
+        "hr_second_pass_steps": body.hr_second_pass_steps,
+        "hr_prompt": body.hr_prompt,
+        "hr_negative_prompt": body.hr_negative_prompt,
+    }
+    if body.hr_sampler_name:
+        values["hr_sampler_name"] = body.hr_sampler_name
+    if body.hr_scheduler:
+        values["hr_scheduler"] = labels.get(body.hr_scheduler.lower(), body.hr_scheduler)
+    return values
 
 
 def _img2img_fields(body: Img2ImgRequest) -> dict[str, Any]:

@@ -29,6 +29,8 @@ from core.events import (
     final_result,
 )
 from core.families import SDXL, Family
+from core.hires import hires_size
+from core.hires_pass import check_checkpoint, cropped, decode, second_pass_job, second_pass_request, upscaled_input
 from core.image_inputs import PreparedImage, prepare_image
 from core.infotext import build_infotext, controlnet_params
 from core.jobs import Job, make_job, with_controlnet
@@ -196,7 +198,11 @@ class Engine:
             channel.put(Notice(notice))
         controls = self._controls(request, active, maps)
         job = self._job(request, active, prepared, controls, channel)
-        plan = self._fit_to_device(request, active.loaded, job, uses if loras.hashes else [], channel)
+        if request.uses_hires:
+            check_checkpoint(active.loaded)
+        # Memory is planned for the largest pass.
+        sized = second_pass_request(request) if request.uses_hires else request
+        plan = self._fit_to_device(sized, active.loaded, job, uses if loras.hashes else [], channel)
         titles = {i: self.models.controlnet_title(unit.model) for i, unit in request.enabled_units}
         extra = {**controlnet_params(request, titles), **loras.infotext}
         seed = resolve_seed(request.seed)
@@ -204,15 +210,20 @@ class Engine:
         images: list[GeneratedImage] = []
         try:
             prompts, ti_hashes = self._encode_prompts(request, active.loaded, channel)
+            hires_prompts = self._hires_prompts(request, active.loaded, prompts)
             if ti_hashes:
                 extra = {**extra, "TI hashes": ti_hashes}
             for batch in range(request.n_iter):
                 if control.interrupted:
                     break
                 seeds = [seed + batch * request.batch_size + i for i in range(request.batch_size)]
-                pil_images = self._run_batch(
-                    request, job, active.loaded, prompts, seeds, batch, control, channel, clock, plan
-                )
+                if request.uses_hires:
+                    pil_images = self._hires_batch(request, job, active.loaded, (prompts, hires_prompts), controls,
+                                                   seeds, batch, control, channel, clock, plan)  # fmt: skip
+                else:
+                    pil_images = self._run_batch(
+                        request, job, active.loaded, prompts, seeds, batch, control, channel, clock, plan
+                    )
                 control.take_skip()
                 for image, image_seed in zip(pil_images, seeds, strict=True):
                     infotext = build_infotext(
@@ -327,10 +338,57 @@ class Engine:
             channel.put(Notice(COMPILING_NOTICE))
         return plan
 
-    def _run_batch(
-        self, request, job: Job, loaded, prompts: JobPrompts, seeds, batch, control, channel, clock, plan: MemoryPlan
+    def _hires_prompts(self, request: GenerationRequest, loaded, prompts: JobPrompts) -> JobPrompts | None:
+        """The second pass's conditioning: its own prompts and steps (prompt schedules count hires steps, as
+        A1111's), or the first pass's where they are the same."""
+        if not request.uses_hires:
+            return None
+        second = second_pass_request(request)
+        same = (second.prompt, second.negative_prompt, second.steps) == (
+            request.prompt, request.negative_prompt, request.steps)  # fmt: skip
+        return prompts if same else self._encode_prompts(second, loaded, _Discard())[0]
+
+    def _hires_batch(
+        self, request, job: Job, loaded, prompts, controls, seeds, batch, control, channel, clock, plan
     ) -> list[Image.Image]:
-        """One pipeline call for the batch's seeds, the same for every task: sampler, progress, previews, stop."""
+        """Hires fix: the first pass to latents, upscaled, then img2img at the new size. Interrupt or Skip in the
+        first pass returns the first pass's pictures; in the second, what the second pass has made."""
+        first_prompts, second_prompts = prompts
+        latents = self._run_batch(
+            request, job, loaded, first_prompts, seeds, batch, control, channel, clock, plan, output_type="latent"
+        )
+        notify = lambda message: channel.put(Notice(message))  # noqa: E731
+        with vae_within_memory(job.pipeline.vae, plan.tiled_vae, self.policy.device, notify):
+            if control.should_stop_batch:
+                return decode(job.pipeline, latents)
+            start = upscaled_input(job.pipeline, latents, request)
+        second = second_pass_request(request)
+        hires_job = second_pass_job(loaded, controls, start, request, guided=request.cfg_scale > 1)
+        try:
+            images = self._run_batch(
+                second, hires_job, loaded, second_prompts, seeds, batch, control, channel, clock, plan, pass_index=1
+            )
+        finally:
+            hires_job.release()
+        return cropped(images, hires_size(request))
+
+    def _run_batch(
+        self,
+        request,
+        job: Job,
+        loaded,
+        prompts: JobPrompts,
+        seeds,
+        batch,
+        control,
+        channel,
+        clock,
+        plan: MemoryPlan,
+        output_type: str = "pil",
+        pass_index: int = 0,
+    ):
+        """One pipeline call for the batch's seeds, the same for every task: sampler, progress, previews, stop.
+        Pictures, or with output_type "latent" the latents (Hires fix's first pass, `pass_index` 0 of 2)."""
         if job.unchanged is not None:
             return [job.unchanged.copy() for _ in seeds]
         pipe = job.pipeline
@@ -343,7 +401,10 @@ class Engine:
             taesd, why_not = self.taesd.for_family(loaded.family)
             if why_not and batch == 0:
                 channel.put(Notice(why_not))
-        on_step_end = _step_callback(request, pipe, loaded.family, prompts, batch, control, channel, clock, taesd)
+        passes = (pass_index, 2 if output_type == "latent" or pass_index else 1)
+        on_step_end = _step_callback(
+            request, pipe, loaded.family, prompts, batch, control, channel, clock, taesd, passes
+        )
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         kwargs = dict(
             **prompts.pipeline_inputs(len(seeds)),  # our own encoding (A1111's chunks, weights, clip skip)
@@ -352,7 +413,7 @@ class Engine:
             generator=generators,
             callback_on_step_end=on_step_end,
             callback_on_step_end_tensor_inputs=["latents", *prompts.callback_inputs()],
-            output_type="pil",
+            output_type=output_type,
         )
         if plan.tiled_vae and batch == 0:
             channel.put(Notice(f"The VAE works in tiles at this size ({plan.reason})."))
@@ -360,11 +421,32 @@ class Engine:
         with torch.inference_mode(), vae, cached_deep_blocks(pipe.unet, request.step_cache):
             kwargs.update(job.inputs(seeds))
             images = pipe(**kwargs).images
+        if output_type == "latent":
+            return images
         return [job.finish(image) for image in images]
 
 
+class _Discard:
+    """An event sink for work whose notices were already given (the second pass's prompt encoding)."""
+
+    def put(self, event: Event) -> None:
+        pass
+
+    def close(self, error: BaseException | None = None) -> None:
+        pass
+
+
 def _step_callback(
-    request: GenerationRequest, pipe, family: Family, prompts: JobPrompts, batch, control, channel, clock, taesd=None
+    request: GenerationRequest,
+    pipe,
+    family: Family,
+    prompts: JobPrompts,
+    batch,
+    control,
+    channel,
+    clock,
+    taesd=None,
+    passes: tuple[int, int] = (0, 1),
 ):
     """diffusers' callback_on_step_end: Progress with an occasional preview, the stop flag checked each step, and
     the prompt's conditioning for the next step where prompt editing or alternation changes it."""
@@ -389,6 +471,8 @@ def _step_callback(
                 elapsed=clock.elapsed(),
                 eta=clock.eta(batch, step, total),
                 preview=preview,
+                pass_index=passes[0],
+                passes=passes[1],
             )
         )
         if prompts.changes_over_steps:

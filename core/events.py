@@ -21,11 +21,14 @@ class Progress:
     elapsed: float  # seconds since the job started
     eta: float | None  # seconds left for the whole job, once it can be estimated
     preview: list[Image.Image] | None = None
+    pass_index: int = 0  # Hires fix: 0 for the first pass, 1 for the second (of `passes`)
+    passes: int = 1
 
     @property
     def fraction(self) -> float:
-        done = self.batch_index * self.total_steps + self.step
-        return done / max(1, self.batch_count * self.total_steps)
+        """The whole job's share done, each pass of each batch counting alike."""
+        done = (self.batch_index * self.passes + self.pass_index) + self.step / max(1, self.total_steps)
+        return done / max(1, self.batch_count * self.passes)
 
 
 @dataclass(frozen=True)

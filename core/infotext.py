@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from core.hires import hires_fields, hires_params
 from core.preprocessors import PREPROCESSORS
 from core.request import (
     CONTROL_MODES,
@@ -98,6 +99,7 @@ def generation_params(
         "Styles": ", ".join(request.styles) or None,
     }
     params.update(inpaint_params(request))
+    params.update(hires_params(request))
     params.update(extra or {})
     return {k: v for k, v in params.items() if v is not None}
 
@@ -231,6 +233,7 @@ def request_fields(text: str) -> dict[str, Any]:
     if "Denoising strength" in params:
         fields["denoising_strength"] = params["Denoising strength"]
     fields.update(_inpaint_fields(params))
+    fields.update(hires_fields(params))
     fields.update(_controlnet_fields(params))
     return fields
 

@@ -23,6 +23,8 @@ MAX_PROMPT_LENGTH = 20_000  # characters; A1111's longest real prompts are a few
 MAX_NAME_LENGTH = 1_000  # a model, sampler or style name
 MAX_MASK_BLUR = 64  # A1111's slider maximum
 MAX_PADDING = 256  # A1111's "Only masked padding, pixels" slider maximum
+SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"  # A1111's hires choices for "the same"
+MAX_HR_SCALE = 4.0  # A1111's "Upscale by" slider maximum
 PREVIEW_METHODS = ("Approximate", "TAESD", "Full VAE", "None")  # live previews (core.previews makes them)
 
 # A1111's labels, in the order of its radio buttons: the request holds the index, as A1111's API does.
@@ -161,6 +163,17 @@ class GenerationRequest:
     outpaint_top: int = 0
     outpaint_bottom: int = 0
     controlnet_units: tuple[ControlNetUnit, ...] = ()
+    # Hires fix (txt2img): a second, img2img pass at a larger size, with A1111's fields and defaults (core.hires).
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_resize_x: int = 0  # 0 and 0: the size times hr_scale
+    hr_resize_y: int = 0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0  # 0: as many as the first pass
+    hr_sampler_name: str = SAME_SAMPLER
+    hr_scheduler: str = SAME_SCHEDULER
+    hr_prompt: str = ""  # "": the prompt
+    hr_negative_prompt: str = ""
 
     @property
     def enabled_units(self) -> list[tuple[int, ControlNetUnit]]:
@@ -193,6 +206,7 @@ class GenerationRequest:
         if problems:  # nothing else is looked at in a request that is already too long to read
             raise UserError(" ".join(problems))
         problems = self._generation_problems() + self._image_problems() + self._controlnet_problems()
+        problems += self._hires_problems()
         if not self.checkpoint:
             problems.append("No checkpoint chosen.")
         if problems:
@@ -201,17 +215,21 @@ class GenerationRequest:
 
     def _text_problems(self) -> list[str]:
         problems = []
-        for label, text in (("The prompt", self.prompt), ("The negative prompt", self.negative_prompt)):
+        texts = [("The prompt", self.prompt), ("The negative prompt", self.negative_prompt)]
+        texts += [("The hires prompt", self.hr_prompt), ("The hires negative prompt", self.hr_negative_prompt)]
+        for label, text in texts:
             if len(text) > MAX_PROMPT_LENGTH:
                 problems.append(f"{label} is {len(text):,} characters; at most {MAX_PROMPT_LENGTH:,} are accepted.")
         names = [("checkpoint", self.checkpoint), ("VAE", self.vae), ("sampler", self.sampler_name)]
         names += [("schedule type", self.scheduler), *(("style", style) for style in self.styles)]
         names += [("ControlNet model", unit.model) for unit in self.controlnet_units]
         names += [("preprocessor", unit.module) for unit in self.controlnet_units]
+        names += [("hires upscaler", self.hr_upscaler), ("hires sampler", self.hr_sampler_name)]
+        names += [("hires schedule type", self.hr_scheduler)]
         for label, name in names:
             if len(name) > MAX_NAME_LENGTH:
                 problems.append(f"The {label} name is {len(name):,} characters long; no such name exists.")
-        if any("\0" in text for text in (self.prompt, self.negative_prompt, *(name for _, name in names))):
+        if any("\0" in text for text in (*(text for _, text in texts), *(name for _, name in names))):
             problems.append("The request holds a NUL character, which no prompt or name may contain.")
         return problems
 
@@ -285,6 +303,18 @@ class GenerationRequest:
                     f"and {MAX_PIXELS:,} pixels."
                 )
         return problems
+
+    def _hires_problems(self) -> list[str]:
+        if not self.uses_hires:
+            return []
+        from core.hires import hires_problems  # torch-free, imported late like the samplers
+
+        return hires_problems(self)
+
+    @property
+    def uses_hires(self) -> bool:
+        """Hires fix applies to txt2img only (A1111's img2img has no second pass)."""
+        return self.enable_hr and self.init_image is None
 
     def _controlnet_problems(self) -> list[str]:
         if len(self.controlnet_units) > MAX_CONTROLNET_UNITS:

@@ -187,6 +187,17 @@ def test_styles_are_listed_and_applied(api):
     assert result.info["styles"] == ["warm"] and result.info["prompt"] == "a cup, warm light"
 
 
+def test_hires_fix_through_webuiapi(api):
+    result = api.txt2img(prompt="big", enable_hr=True, hr_scale=1.5, hr_upscaler=webuiapi.HiResUpscaler.Lanczos,
+                         hr_second_pass_steps=2, denoising_strength=0.6, **FAST)  # fmt: skip
+    assert result.images[0].size == (96, 96)
+    assert result.info["infotexts"][0].endswith(
+        "Denoising strength: 0.6, Hires upscale: 1.5, Hires steps: 2, Hires upscaler: Lanczos"
+    )
+    assert [m["name"] for m in api.get_latent_upscale_modes()][:2] == ["Latent", "Latent (antialiased)"]
+    assert [u["name"] for u in api.get_upscalers()] == ["None", "Lanczos", "Nearest"]
+
+
 def test_png_info_reads_back_a_returned_image(api):
     result = api.txt2img(prompt="read me", **FAST)
     info = api.png_info(result.images[0])
@@ -258,8 +269,8 @@ def test_bad_input_is_a_422_naming_the_field_and_the_server_keeps_running(app, t
     malformed = httpx.post(app.url + "sdapi/v1/txt2img", content=b"{not json", timeout=60,
                            headers={"content-type": "application/json"})  # fmt: skip
     assert malformed.status_code == 422
-    hires = post({"enable_hr": True, **FAST})
-    assert hires.status_code == 422 and "enable_hr" in hires.text
+    hires = post({"enable_hr": True, "hr_upscaler": "4x-Nope", **FAST})
+    assert hires.status_code == 422 and "Unknown hires upscaler '4x-Nope'" in hires.text
     script = post({"alwayson_scripts": {"ADetailer": {"args": [True]}}, **FAST})
     assert script.status_code == 422 and "ADetailer" in script.text
     with socket.create_connection(("127.0.0.1", app.port), timeout=60) as raw:  # a body that claims 1 TB

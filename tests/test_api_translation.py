@@ -50,6 +50,14 @@ def test_a1111_defaults_and_the_old_sampler_index(registry):
     assert request(registry, sampler_name="DPM++ 2M", scheduler="sgm_uniform").scheduler == "SGM Uniform"
 
 
+def test_hires_fields_with_a1111s_none_for_the_same(registry):
+    job = request(registry, enable_hr=True, hr_scale=1.5, hr_upscaler=None, hr_sampler_name=None, hr_scheduler="karras",
+                  denoising_strength=0.4)  # fmt: skip
+    assert (job.enable_hr, job.hr_scale, job.hr_upscaler, job.denoising_strength) == (True, 1.5, "Latent", 0.4)
+    assert (job.hr_sampler_name, job.hr_scheduler) == ("Use same sampler", "Karras")
+    assert request(registry, hr_scale=3).enable_hr is False  # the fields mean nothing without enable_hr
+
+
 def test_override_settings_choose_checkpoint_vae_and_clip_skip(registry):
     job = request(registry, override_settings={"sd_model_checkpoint": "tiny-sdxl", "CLIP_stop_at_last_layers": 2,
                                                "sd_vae": "None"})  # fmt: skip
@@ -99,7 +107,8 @@ def test_controlnet_units_under_any_case_with_the_old_aliases(registry):
 
 
 def test_what_this_studio_cannot_do_yet_is_refused_by_name(registry):
-    refused = {"enable_hr": True, "script_name": "x/y/z plot", "restore_faces": True, "subseed_strength": 0.5}
+    refused = {"hr_checkpoint_name": "other", "script_name": "x/y/z plot", "restore_faces": True,
+               "subseed_strength": 0.5}  # fmt: skip
     for name, value in refused.items():
         with pytest.raises(UserError, match=name):
             request(registry, **{name: value})

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 def progress_html(event: Progress) -> str:
     percent = round(event.fraction * 100)
-    parts = [f"Step {event.step}/{event.total_steps}"]
+    hires = "Hires pass, step" if event.pass_index else "Step"
+    parts = [f"{hires} {event.step}/{event.total_steps}"]
     if event.batch_count > 1:
         parts.append(f"batch {event.batch_index + 1}/{event.batch_count}")
     parts.append(f"{event.elapsed:.1f} s")

@@ -15,6 +15,7 @@ from ui.generation_panel import (
     connect_job_controls,
     remembered_values,
 )
+from ui.hires_controls import build_hires_controls
 from ui.model_pickers import ModelPickers
 
 MODE = "txt2img"
@@ -32,6 +33,9 @@ def build_prompt_tab(mode: str, services: Services, pickers: ModelPickers, *, un
             if units_open:
                 units = build_controlnet_units(mode, services, has_input_image=False, open=True)
             controls = build_sampling_controls(mode, services.settings)
+            if mode == MODE:  # A1111's Hires fix belongs to txt2img
+                fields = controls.fields
+                fields.update(build_hires_controls(mode, fields["width"], fields["height"]))
             if not units_open:
                 units = build_controlnet_units(mode, services, has_input_image=False)
         with gr.Column(scale=1):

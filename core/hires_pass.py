@@ -1,0 +1,97 @@
+"""Hires fix's second pass in the worker: the first pass's latents upscaled (in latent space, or decoded and resized
+in pixels), then img2img at the new size through the checkpoint's own img2img pipeline (and its ControlNet twin)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
+
+from core.controlnet import Control
+from core.errors import UserError
+from core.hires import LATENT_UPSCALERS, HiresSize, hires_sampler, hires_size, hires_steps
+from core.jobs import Job, _strength, derived_pipeline, with_controlnet
+from core.loader import LoadedCheckpoint
+from core.request import GenerationRequest
+
+PIXEL_FILTERS = {"None": Image.LANCZOS, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
+
+
+def second_pass_request(request: GenerationRequest) -> GenerationRequest:
+    """The second pass as a request of its own: the hires sampler, steps, prompts and size (what the batch loop,
+    the prompt encoder and the memory plan read)."""
+    size = hires_size(request)
+    sampler, scheduler = hires_sampler(request)
+    return request.with_changes(
+        prompt=request.hr_prompt or request.prompt,
+        negative_prompt=request.hr_negative_prompt or request.negative_prompt,
+        sampler_name=sampler,
+        scheduler=scheduler,
+        steps=hires_steps(request),
+        width=size.width,
+        height=size.height,
+        enable_hr=False,
+    )
+
+
+def check_checkpoint(loaded: LoadedCheckpoint) -> None:
+    if loaded.is_inpainting:
+        raise UserError("Hires fix with an inpainting checkpoint is not available yet: choose a regular checkpoint.")
+
+
+def upscaled_input(pipe: DiffusionPipeline, latents: torch.Tensor, request: GenerationRequest) -> object:
+    """What the img2img pass starts from: latents interpolated as A1111's latent modes do, or the decoded pictures
+    resized with Pillow (Lanczos, Nearest)."""
+    size = hires_size(request)
+    if request.hr_upscaler in LATENT_UPSCALERS:
+        mode, antialias = LATENT_UPSCALERS[request.hr_upscaler]
+        factor = pipe.vae_scale_factor
+        target = (size.height // factor, size.width // factor)
+        upscaled = torch.nn.functional.interpolate(latents.float(), size=target, mode=mode, antialias=antialias)
+        return upscaled.to(latents.dtype)
+    pictures = decode(pipe, latents)
+    return [picture.resize((size.width, size.height), PIXEL_FILTERS[request.hr_upscaler]) for picture in pictures]
+
+
+def second_pass_job(
+    loaded: LoadedCheckpoint, controls: list[Control], start: object, request: GenerationRequest, guided: bool
+) -> Job:
+    """The img2img job of the second pass, with the ControlNet units' maps resized to its size (A1111's
+    sd-webui-controlnet applies them to both passes by default)."""
+    second = second_pass_request(request)
+    pipe = derived_pipeline(loaded, "img2img")
+    strength = _strength(second.steps, request.denoising_strength)
+    job = Job(pipe, lambda seeds: {"image": start, "strength": strength})
+    size = (second.width, second.height)
+    resized = [dataclasses.replace(c, map=c.map.resize(size, Image.LANCZOS)) for c in controls]
+    return with_controlnet(job, loaded, resized, guided=guided)
+
+
+def cropped(images: list[Image.Image], size: HiresSize) -> list[Image.Image]:
+    """Both target sides given: the centre of the covering picture, as A1111 truncates it."""
+    if size.crop is None:
+        return images
+    width, height = size.crop
+    out = []
+    for image in images:
+        left, top = (image.width - width) // 2, (image.height - height) // 2
+        out.append(image.crop((left, top, left + width, top + height)))
+    return out
+
+
+def decode(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image.Image]:
+    """Pictures of (scaled) latents through the pipeline's VAE, upcast where that VAE needs fp32, as diffusers'
+    pipelines decode them."""
+    vae = pipe.vae
+    upcast = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        with torch.inference_mode():
+            pixels = vae.decode(latents.to(vae.device, vae.dtype) / vae.config.scaling_factor, return_dict=False)[0]
+    finally:
+        if upcast:
+            vae.to(torch.float16)
+    return pipe.image_processor.postprocess(pixels, output_type="pil")

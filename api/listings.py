@@ -15,6 +15,7 @@ from api.translate import SCHEDULER_NAMES, png_base64, png_info
 from core.checkpoint_files import read_shapes
 from core.errors import UserError
 from core.hires import LATENT_UPSCALERS, PIXEL_UPSCALERS
+from core.image_info import image_parameters, image_text_items
 from core.preprocessors import PREPROCESSORS
 from core.registry import ModelEntry
 from core.request import ControlNetUnit, to_image
@@ -108,9 +109,7 @@ def add_listing_routes(router: APIRouter, services: Services, flags: dict[str, A
     @router.post("/sdapi/v1/png-info", response_model=PngInfoResponse)
     def pnginfoapi(body: PngInfoRequest):
         image = to_image(body.image, "image")
-        text = image.info.get("parameters")
-        items = {k: v for k, v in image.info.items() if k != "parameters" and isinstance(v, str | int | float)}
-        return png_info(text if isinstance(text, str) else None, items)
+        return png_info(image_parameters(image), image_text_items(image))
 
     add_controlnet_routes(router, services)
 

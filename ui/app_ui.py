@@ -11,6 +11,7 @@ from core.services import Services
 from ui.img2img_tab import build_img2img_tab
 from ui.inpaint_tab import build_inpaint_tab
 from ui.model_pickers import build_model_pickers
+from ui.png_info_tab import build_png_info_tab
 from ui.remembered import remember_values
 from ui.send_to import connect_send_to
 from ui.settings_tab import build_settings_tab
@@ -80,6 +81,8 @@ def build_ui(services: Services, banner: str = "") -> gr.Blocks:
                 controlnet = build_prompt_tab("controlnet", services, pickers, units_open=True)
             generation_tabs = (txt2img, img2img, inpaint, controlnet)
             remembered.update({tab.mode: tab.remembered for tab in generation_tabs})
+            with gr.Tab("PNG Info", id="pnginfo"):
+                build_png_info_tab(services, tabs, list(generation_tabs))
             with gr.Tab("Settings", id="settings"):
                 build_settings_tab(page, services, list(remembered))
         for source in generation_tabs:

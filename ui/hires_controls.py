@@ -11,7 +11,7 @@ from core.samplers import SAMPLERS, SCHEDULE_TYPES
 
 def build_hires_controls(mode: str, width: gr.Slider, height: gr.Slider) -> dict[str, gr.components.Component]:
     """The request fields of Hires fix, by name. Denoising strength is the request's own (0.7 here, A1111's UI)."""
-    with gr.Accordion("Hires. fix", open=False, elem_id=f"{mode}_hires_fix"):
+    with gr.Accordion("Hires. fix", open=False, elem_id=f"{mode}_hires_fix") as accordion:
         with gr.Row():
             enable = gr.Checkbox(False, label="Hires. fix", elem_id=f"{mode}_enable_hr")
             summary = gr.Markdown(elem_id=f"{mode}_hires_size")
@@ -39,6 +39,9 @@ def build_hires_controls(mode: str, width: gr.Slider, height: gr.Slider) -> dict
             negative = gr.Textbox(
                 label="Hires negative prompt", lines=2, placeholder="(the negative prompt)", elem_id=f"{mode}_hr_neg"
             )
+    # Turned on (by hand, or by pasted parameters): the accordion opens, as A1111's checkbox accordion does.
+    enable.change(lambda on: gr.Accordion(open=True) if on else gr.skip(), inputs=enable, outputs=accordion,
+                  queue=False, api_visibility="private", show_progress="hidden")  # fmt: skip
     sizes = [enable, width, height, scale, resize_x, resize_y]
 
     def describe(enabled, w, h, by, x, y) -> str:

@@ -47,12 +47,21 @@ def connect_send_to(
             raise gr.Error(str(exc)) from exc
         except OSError as exc:
             raise gr.Error("That image is no longer on disk; generate it again.") from exc
-        typed = GenerationRequest.from_dict(parsed)  # the infotext's text values as numbers where numbers belong
-        values = [_widget_value(getattr(typed, name)) if name in parsed else gr.skip() for name in names]
-        sent = {"background": image, "layers": [], "composite": image} if target.mode == "inpaint" else image
-        return [sent, *values, gr.Tabs(selected=target.mode)]
+        values = pasted_values(parsed, names)
+        return [image_for(target, image), *values, gr.Tabs(selected=target.mode)]
 
     button.click(send, inputs=source.results.selected, outputs=outputs, api_name=False)
+
+
+def pasted_values(parsed: dict, names: list[str]) -> list:
+    """Widget values of the named request fields an infotext gave (gr.skip() for the others: they keep theirs)."""
+    typed = GenerationRequest.from_dict(parsed)  # the infotext's text values as numbers where numbers belong
+    return [_widget_value(getattr(typed, name)) if name in parsed else gr.skip() for name in names]
+
+
+def image_for(target: GenerationTab, image: Image.Image):
+    """The picture as the target tab's image input takes it (the inpaint editor has layers)."""
+    return {"background": image, "layers": [], "composite": image} if target.mode == "inpaint" else image
 
 
 def _widget_value(value):

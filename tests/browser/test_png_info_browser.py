@@ -1,0 +1,48 @@
+"""The PNG Info tab in a real browser: drop an image, read its parameters (PNG text or JPEG EXIF), Send to txt2img
+fills prompt, seed, size, sampler and the Hires fix fields; an image without parameters says so."""
+
+from __future__ import annotations
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from playwright.sync_api import expect
+
+INFOTEXT = (
+    "a lighthouse at dusk\nNegative prompt: fog\nSteps: 7, Sampler: Euler a, Schedule type: Automatic, CFG scale: 5, "
+    "Seed: 4242, Size: 96x64, Model: tiny-sd1, Denoising strength: 0.45, Hires upscale: 1.5, Hires steps: 3, "
+    "Hires upscaler: Latent (bicubic)"
+)
+
+
+def test_png_info_reads_the_parameters_and_sends_them_to_txt2img(open_page, tmp_path):
+    png = tmp_path / "with-parameters.png"
+    info = PngInfo()
+    info.add_text("parameters", INFOTEXT)
+    Image.new("RGB", (96, 64), (10, 20, 30)).save(png, pnginfo=info)
+    studio = open_page()
+    page = studio.page
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(png))
+    expect(page.locator("#pnginfo_parameters textarea")).to_have_value(INFOTEXT)
+    expect(page.locator("#pnginfo_table")).to_contain_text("Hires upscaler")
+
+    studio.click("pnginfo_send_to_txt2img")
+    expect(page.locator("#txt2img_prompt textarea")).to_have_value("a lighthouse at dusk")
+    assert studio.text("txt2img_neg_prompt") == "fog"
+    expect(page.locator("#txt2img_seed input")).to_have_value("4242")
+    assert studio.slider("txt2img_width") == 96 and studio.slider("txt2img_steps") == 7
+    assert studio.chosen("txt2img_sampler") == "Euler a"
+    assert page.locator("#txt2img_enable_hr input[type=checkbox]").is_checked()
+    assert studio.slider("txt2img_hr_scale") == 1.5 and studio.slider("txt2img_hires_steps") == 3
+    assert studio.slider("txt2img_denoising") == 0.45 and studio.chosen("txt2img_hr_upscaler") == "Latent (bicubic)"
+
+
+def test_an_image_without_parameters_says_so(open_page, tmp_path):
+    plain = tmp_path / "plain.jpg"
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(plain)
+    studio = open_page()
+    studio.page.get_by_role("tab", name="PNG Info").click()
+    studio.page.locator("#pnginfo_image input[type=file]").set_input_files(str(plain))
+    expect(studio.page.locator("#pnginfo_parameters textarea")).to_have_value(
+        "This image holds no generation parameters (no PNG 'parameters' text, no EXIF comment)."
+    )

@@ -21,6 +21,7 @@ from core.registry import ModelEntry
 from core.request import ControlNetUnit, to_image
 from core.samplers import SAMPLERS
 from core.services import Services
+from core.upscaler_files import upscaler_files
 
 SECRET_FLAGS = ("gradio_auth", "api_auth")  # never shown by cmd-flags (A1111 shows them)
 
@@ -72,10 +73,15 @@ def add_listing_routes(router: APIRouter, services: Services, flags: dict[str, A
 
     @router.get("/sdapi/v1/upscalers")
     def get_upscalers():
-        return [
+        built_in = [
             {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4}
             for name in PIXEL_UPSCALERS
         ]
+        models = [
+            {"name": name, "model_name": name, "model_path": str(path), "model_url": None, "scale": None}
+            for name, path in upscaler_files(registry.models_dir).items()
+        ]
+        return built_in + models
 
     @router.get("/sdapi/v1/latent-upscale-modes")
     def get_latent_upscale_modes():

@@ -30,7 +30,15 @@ from core.events import (
 )
 from core.families import SDXL, Family
 from core.hires import hires_size
-from core.hires_pass import check_checkpoint, cropped, decode, second_pass_job, second_pass_request, upscaled_input
+from core.hires_pass import (
+    check_checkpoint,
+    cropped,
+    decode,
+    model_upscaler,
+    second_pass_job,
+    second_pass_request,
+    upscaled_input,
+)
 from core.image_inputs import PreparedImage, prepare_image
 from core.infotext import build_infotext, controlnet_params
 from core.jobs import Job, make_job, with_controlnet
@@ -52,6 +60,7 @@ from core.speed import (
 from core.step_cache import cached_deep_blocks
 from core.styles import StyleLibrary, with_styles
 from core.taesd import TaesdDecoders
+from core.upscalers import UpscalerCache
 from core.vae_memory import vae_within_memory
 
 log = logging.getLogger(__name__)
@@ -100,6 +109,7 @@ class Engine:
         self.embeddings = EmbeddingLibrary(models.registry)
         self.loras = LoraLibrary(models.registry)
         self.taesd = TaesdDecoders(models.registry.folder("vae_approx"), policy.device, policy.dtype)
+        self.upscalers = UpscalerCache(models.registry.models_dir, policy.device, policy.dtype)
         self._device_lock = threading.Lock()  # one job at a time per device, whoever asks
 
     def close(self) -> None:
@@ -198,8 +208,10 @@ class Engine:
             channel.put(Notice(notice))
         controls = self._controls(request, active, maps)
         job = self._job(request, active, prepared, controls, channel)
+        upscaler = None
         if request.uses_hires:
             check_checkpoint(active.loaded)
+            upscaler = model_upscaler(request, self.upscalers)
         # Memory is planned for the largest pass.
         sized = second_pass_request(request) if request.uses_hires else request
         plan = self._fit_to_device(sized, active.loaded, job, uses if loras.hashes else [], channel)
@@ -219,7 +231,7 @@ class Engine:
                 seeds = [seed + batch * request.batch_size + i for i in range(request.batch_size)]
                 if request.uses_hires:
                     pil_images = self._hires_batch(request, job, active.loaded, (prompts, hires_prompts), controls,
-                                                   seeds, batch, control, channel, clock, plan)  # fmt: skip
+                                                   seeds, batch, control, channel, clock, plan, upscaler)  # fmt: skip
                 else:
                     pil_images = self._run_batch(
                         request, job, active.loaded, prompts, seeds, batch, control, channel, clock, plan
@@ -349,7 +361,7 @@ class Engine:
         return prompts if same else self._encode_prompts(second, loaded, _Discard())[0]
 
     def _hires_batch(
-        self, request, job: Job, loaded, prompts, controls, seeds, batch, control, channel, clock, plan
+        self, request, job: Job, loaded, prompts, controls, seeds, batch, control, channel, clock, plan, upscaler
     ) -> list[Image.Image]:
         """Hires fix: the first pass to latents, upscaled, then img2img at the new size. Interrupt or Skip in the
         first pass returns the first pass's pictures; in the second, what the second pass has made."""
@@ -361,7 +373,7 @@ class Engine:
         with vae_within_memory(job.pipeline.vae, plan.tiled_vae, self.policy.device, notify):
             if control.should_stop_batch:
                 return decode(job.pipeline, latents)
-            start = upscaled_input(job.pipeline, latents, request)
+            start = upscaled_input(job.pipeline, latents, request, upscaler)
         second = second_pass_request(request)
         hires_job = second_pass_job(loaded, controls, start, request, guided=request.cfg_scale > 1)
         try:

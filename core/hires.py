@@ -63,8 +63,8 @@ def hires_problems(request: GenerationRequest) -> list[str]:
     from core.samplers import SAMPLERS, SCHEDULE_TYPES, check_choice
 
     problems = []
-    if request.hr_upscaler not in HIRES_UPSCALERS:
-        problems.append(f"Unknown hires upscaler {request.hr_upscaler!r}; choose one of: {', '.join(HIRES_UPSCALERS)}.")
+    if not request.hr_upscaler.strip():  # other names: the built-ins, or a model the worker finds in models/
+        problems.append(f"Choose a hires upscaler: {', '.join(HIRES_UPSCALERS)} or a model upscaler.")
     if not 1 <= request.hr_scale <= MAX_HR_SCALE:
         problems.append(f"Hires upscale by must be 1–{MAX_HR_SCALE:g}, not {request.hr_scale}.")
     for label, side in (("Resize width to", request.hr_resize_x), ("Resize height to", request.hr_resize_y)):

@@ -11,10 +11,11 @@ from PIL import Image
 
 from core.controlnet import Control
 from core.errors import UserError
-from core.hires import LATENT_UPSCALERS, HiresSize, hires_sampler, hires_size, hires_steps
+from core.hires import HIRES_UPSCALERS, LATENT_UPSCALERS, HiresSize, hires_sampler, hires_size, hires_steps
 from core.jobs import Job, _strength, derived_pipeline, with_controlnet
 from core.loader import LoadedCheckpoint
 from core.request import GenerationRequest
+from core.upscalers import LoadedUpscaler, UpscalerCache, upscale
 
 PIXEL_FILTERS = {"None": Image.LANCZOS, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
 
@@ -41,9 +42,23 @@ def check_checkpoint(loaded: LoadedCheckpoint) -> None:
         raise UserError("Hires fix with an inpainting checkpoint is not available yet: choose a regular checkpoint.")
 
 
-def upscaled_input(pipe: DiffusionPipeline, latents: torch.Tensor, request: GenerationRequest) -> object:
+def model_upscaler(request: GenerationRequest, upscalers: UpscalerCache) -> LoadedUpscaler | None:
+    """The model upscaler the request names (loaded before the first pass, so a wrong name costs no sampling), or
+    None for the built-in ones."""
+    name = request.hr_upscaler
+    if name in HIRES_UPSCALERS:
+        return None
+    if name not in upscalers.names():
+        choices = ", ".join([*HIRES_UPSCALERS, *upscalers.names()])
+        raise UserError(f"Unknown hires upscaler {name!r}; choose one of: {choices}.")
+    return upscalers.get(name)
+
+
+def upscaled_input(
+    pipe: DiffusionPipeline, latents: torch.Tensor, request: GenerationRequest, model: LoadedUpscaler | None
+) -> object:
     """What the img2img pass starts from: latents interpolated as A1111's latent modes do, or the decoded pictures
-    resized with Pillow (Lanczos, Nearest)."""
+    upscaled in pixels (by the model, then resized to the size; or resized with Pillow: Lanczos, Nearest)."""
     size = hires_size(request)
     if request.hr_upscaler in LATENT_UPSCALERS:
         mode, antialias = LATENT_UPSCALERS[request.hr_upscaler]
@@ -52,7 +67,10 @@ def upscaled_input(pipe: DiffusionPipeline, latents: torch.Tensor, request: Gene
         upscaled = torch.nn.functional.interpolate(latents.float(), size=target, mode=mode, antialias=antialias)
         return upscaled.to(latents.dtype)
     pictures = decode(pipe, latents)
-    return [picture.resize((size.width, size.height), PIXEL_FILTERS[request.hr_upscaler]) for picture in pictures]
+    if model is not None:
+        pictures = [upscale(model, picture) for picture in pictures]
+    resample = PIXEL_FILTERS.get(request.hr_upscaler, Image.LANCZOS)
+    return [picture.resize((size.width, size.height), resample) for picture in pictures]
 
 
 def second_pass_job(

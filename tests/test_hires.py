@@ -121,7 +121,7 @@ def test_sdxl_hires(engine):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        (dict(hr_upscaler="4x-UltraSharp"), "Unknown hires upscaler '4x-UltraSharp'; choose one of: Latent"),
+        (dict(hr_upscaler=" "), "Choose a hires upscaler: Latent"),
         (dict(hr_scale=8), "Hires upscale by must be 1–4"),
         (dict(width=2048, height=2048, hr_scale=2), "Hires fix makes 4096x4096"),
         (dict(hr_sampler_name="Nope"), "Unknown hires sampler 'Nope'"),

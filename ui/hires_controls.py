@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from core.hires import HIRES_UPSCALERS, hires_size
 from core.request import MAX_HR_SCALE, MAX_STEPS, SAME_SAMPLER, SAME_SCHEDULER, GenerationRequest
 from core.samplers import SAMPLERS, SCHEDULE_TYPES
+from core.upscaler_files import upscaler_files
 
 
-def build_hires_controls(mode: str, width: gr.Slider, height: gr.Slider) -> dict[str, gr.components.Component]:
-    """The request fields of Hires fix, by name. Denoising strength is the request's own (0.7 here, A1111's UI)."""
+def build_hires_controls(
+    mode: str, width: gr.Slider, height: gr.Slider, models_dir: Path
+) -> dict[str, gr.components.Component]:
+    """The request fields of Hires fix, by name. Denoising strength is the request's own (0.7 here, A1111's UI).
+    The upscalers: the built-in ones, then the model upscalers found in models/ when the page was built."""
+    upscalers = [*HIRES_UPSCALERS, *upscaler_files(models_dir)]
     with gr.Accordion("Hires. fix", open=False, elem_id=f"{mode}_hires_fix") as accordion:
         with gr.Row():
             enable = gr.Checkbox(False, label="Hires. fix", elem_id=f"{mode}_enable_hr")
             summary = gr.Markdown(elem_id=f"{mode}_hires_size")
         with gr.Row():
-            upscaler = gr.Dropdown(
-                list(HIRES_UPSCALERS), value="Latent", label="Upscaler", elem_id=f"{mode}_hr_upscaler"
-            )
+            upscaler = gr.Dropdown(upscalers, value="Latent", label="Upscaler", elem_id=f"{mode}_hr_upscaler")
             steps = gr.Slider(0, MAX_STEPS, value=0, step=1, label="Hires steps", elem_id=f"{mode}_hires_steps")
             denoising = gr.Slider(0, 1, value=0.7, step=0.01, label="Denoising strength", elem_id=f"{mode}_denoising")
         with gr.Row():

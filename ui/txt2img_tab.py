@@ -35,7 +35,8 @@ def build_prompt_tab(mode: str, services: Services, pickers: ModelPickers, *, un
             controls = build_sampling_controls(mode, services.settings)
             if mode == MODE:  # A1111's Hires fix belongs to txt2img
                 fields = controls.fields
-                fields.update(build_hires_controls(mode, fields["width"], fields["height"]))
+                models_dir = services.registry.models_dir
+                fields.update(build_hires_controls(mode, fields["width"], fields["height"], models_dir))
             if not units_open:
                 units = build_controlnet_units(mode, services, has_input_image=False)
         with gr.Column(scale=1):

@@ -3,6 +3,8 @@ are read from models/ at each call, so the refresh routes have nothing to do but
 
 from __future__ import annotations
 
+import base64
+import html
 import os
 from pathlib import Path
 from typing import Any
@@ -10,10 +12,17 @@ from typing import Any
 import anyio
 from fastapi import APIRouter
 
-from api.schemas import DetectRequest, PngInfoRequest, PngInfoResponse
+from api.schemas import (
+    DetectRequest,
+    ExtrasBatchImagesRequest,
+    ExtrasSingleImageRequest,
+    PngInfoRequest,
+    PngInfoResponse,
+)
 from api.translate import SCHEDULER_NAMES, png_base64, png_info
 from core.checkpoint_files import read_shapes
 from core.errors import UserError
+from core.extras import ExtrasRequest
 from core.hires import LATENT_UPSCALERS, PIXEL_UPSCALERS
 from core.image_info import image_parameters, image_text_items
 from core.preprocessors import PREPROCESSORS
@@ -118,6 +127,33 @@ def add_listing_routes(router: APIRouter, services: Services, flags: dict[str, A
         return png_info(image_parameters(image), image_text_items(image))
 
     add_controlnet_routes(router, services)
+    add_extras_routes(router, services)
+
+
+def add_extras_routes(router: APIRouter, services: Services) -> None:
+    """A1111's extra-single-image and extra-batch-images: upscaled in a worker, not saved (as A1111's API)."""
+
+    def run(body, encoded: str, name: str) -> tuple[str, str]:
+        if body.gfpgan_visibility or body.codeformer_visibility:
+            raise UserError("Face restoration (GFPGAN, CodeFormer) is not available in this studio.")
+        request = ExtrasRequest.from_dict(body.model_dump(exclude={"image", "imageList"}))
+        image = to_image(encoded, name)
+        result = services.generator.run_extras(request.with_image(image), save=False)
+        return base64.b64encode(result.png).decode("ascii"), f"<p>{html.escape(result.postprocessing)}</p>"
+
+    @router.post("/sdapi/v1/extra-single-image")
+    async def extras_single_image_api(body: ExtrasSingleImageRequest):
+        image, info = await anyio.to_thread.run_sync(run, body, body.image, "image")
+        return {"html_info": info, "image": image if body.show_extras_results else None}
+
+    @router.post("/sdapi/v1/extra-batch-images")
+    async def extras_batch_images_api(body: ExtrasBatchImagesRequest):
+        def all_images():
+            return [run(body, item.data, f"imageList[{i}]") for i, item in enumerate(body.imageList)]
+
+        results = await anyio.to_thread.run_sync(all_images)
+        images = [image for image, _ in results] if body.show_extras_results else []
+        return {"html_info": results[-1][1] if results else "", "images": images}
 
 
 def add_controlnet_routes(router: APIRouter, services: Services) -> None:

@@ -127,3 +127,34 @@ class DetectRequest(BaseModel):
     controlnet_threshold_a: float = -1
     controlnet_threshold_b: float = -1
     low_vram: bool = False
+
+
+class _ExtrasBase(BaseModel):
+    """A1111's ExtrasBaseRequest."""
+
+    resize_mode: int = Field(0, description="0: upscale by upscaling_resize; 1: to upscaling_resize_w x _h")
+    show_extras_results: bool = True
+    gfpgan_visibility: float = 0
+    codeformer_visibility: float = 0
+    codeformer_weight: float = 0
+    upscaling_resize: float = 2
+    upscaling_resize_w: int = 512
+    upscaling_resize_h: int = 512
+    upscaling_crop: bool = True
+    upscaler_1: str = "None"
+    upscaler_2: str = "None"
+    extras_upscaler_2_visibility: float = 0
+    upscale_first: bool = False
+
+
+class ExtrasSingleImageRequest(_ExtrasBase):
+    image: str = Field("", description="The picture, base64")
+
+
+class FileData(BaseModel):
+    data: str = Field(description="base64 of the file")
+    name: str = ""
+
+
+class ExtrasBatchImagesRequest(_ExtrasBase):
+    imageList: list[FileData] = Field(default_factory=list, max_length=64)  # noqa: N815 (A1111's field name)

@@ -10,11 +10,14 @@ Imports no torch: the web process uses it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from PIL import Image
 
 from core.events import Event, JobControl
+from core.extras import ExtrasRequest
 from core.request import ControlNetUnit, GenerationRequest
 
 
@@ -45,4 +48,15 @@ class Generator(Protocol):
         """The unit's control map of `image`, as a job would make it (the ControlNet tab's preview)."""
         ...
 
+    def run_extras(self, request: ExtrasRequest, save: bool) -> ExtrasResult:
+        """Extras: the picture upscaled as the request says; saved under extras-images when `save`."""
+        ...
+
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ExtrasResult:
+    png: bytes  # the result as PNG, with the source's parameters and the "postprocessing" text
+    path: Path | None  # where it was saved, if it was
+    postprocessing: str

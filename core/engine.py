@@ -15,6 +15,7 @@ from PIL import Image
 from core.conditioning import JobPrompts, encode_job_prompts
 from core.controlnet import Control, control_map, controllable, run_preprocessor
 from core.devices import DevicePolicy, bytes_on, free_memory, is_out_of_memory, release_memory
+from core.dispatch import ExtrasResult
 from core.embeddings import EmbeddingLibrary
 from core.errors import UserError
 from core.events import (
@@ -28,6 +29,8 @@ from core.events import (
     Result,
     final_result,
 )
+from core.extras import ExtrasRequest, postprocessing_text
+from core.extras_run import run_extras
 from core.families import SDXL, Family
 from core.hires import hires_size
 from core.hires_pass import (
@@ -62,6 +65,7 @@ from core.styles import StyleLibrary, with_styles
 from core.taesd import TaesdDecoders
 from core.upscalers import UpscalerCache
 from core.vae_memory import vae_within_memory
+from core.wire import png_with_text
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +291,17 @@ class Engine:
         preview). UserError when the preprocessor's weights are missing from models/annotators."""
         with self._device_lock:
             return run_preprocessor(unit, image, width, height, self.models.annotators)
+
+    def run_extras(self, request: ExtrasRequest, save: bool) -> ExtrasResult:
+        """Extras: the picture upscaled (core.extras_run), saved under extras-images when `save` (the UI's tab;
+        A1111's API does not save), with the source's parameters kept and A1111's "postprocessing" text."""
+        request = request.validated()
+        with self._device_lock:
+            image = run_extras(request, self.upscalers)
+        text = postprocessing_text(request)
+        path = self.outputs.save_extras(image, request.source_parameters, text) if save else None
+        png = png_with_text(image, {"parameters": request.source_parameters, "postprocessing": text})
+        return ExtrasResult(png, path, text)
 
     @staticmethod
     def _prepare(request: GenerationRequest, channel: EventSink) -> PreparedImage | None:

@@ -37,6 +37,17 @@ class OutputWriter:
         info.add_text("parameters", infotext)
         return _publish(folder, lambda f: image.save(f, format="PNG", pnginfo=info), seed)
 
+    def save_extras(self, image: Image.Image, parameters: str | None, postprocessing: str) -> Path:
+        """An Extras result under extras-images/DATE/, with the source's own parameters kept and A1111's
+        "postprocessing" text beside them."""
+        folder = self.folder("extras")
+        folder.mkdir(parents=True, exist_ok=True)
+        info = PngInfo()
+        if parameters:
+            info.add_text("parameters", parameters)
+        info.add_text("postprocessing", postprocessing)
+        return _publish(folder, lambda f: image.save(f, format="PNG", pnginfo=info), None)
+
     def save_control_map(self, control_map: Image.Image, image_path: Path, unit: int) -> Path:
         """A unit's detected map beside the image it guided: 00012-1234-controlnet-0.png next to 00012-1234.png."""
         path = image_path.with_name(f"{image_path.stem}-controlnet-{unit}.png")
@@ -47,7 +58,7 @@ class OutputWriter:
         return path
 
 
-def _publish(folder: Path, write: Callable, seed: int) -> Path:
+def _publish(folder: Path, write: Callable, seed: int | None) -> Path:
     """Writes to a hidden partial file, then gives it the next free NNNNN-SEED.png name in one step: a process
     killed mid-write leaves no half-written PNG under a name the gallery shows. A hard link (not a rename) so that
     a name taken meanwhile by another process or tab is never overwritten."""
@@ -56,7 +67,7 @@ def _publish(folder: Path, write: Callable, seed: int) -> Path:
         f.flush()
         number = _next_number(folder)
         while True:
-            path = folder / f"{number:05}-{seed}.png"
+            path = folder / (f"{number:05}-{seed}.png" if seed is not None else f"{number:05}.png")  # extras: none
             try:
                 os.link(partial, path)
                 return path

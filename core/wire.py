@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from core.events import Event, GeneratedImage, Notice, Progress, Result
+from core.extras import ExtrasRequest
 from core.request import ControlNetUnit, GenerationRequest
 from core.untrusted_images import open_image
 
@@ -114,3 +116,24 @@ def _decoded(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
+
+
+def extras_to_wire(request: ExtrasRequest) -> dict[str, Any]:
+    values = {f.name: getattr(request, f.name) for f in dataclasses.fields(request) if f.name != "image"}
+    return {**values, "image": image_to_wire(request.image)}
+
+
+def extras_from_wire(data: dict[str, Any]) -> ExtrasRequest:
+    values = {**data, "image": image_from_wire(data["image"], "image")}
+    return ExtrasRequest(**values)
+
+
+def png_with_text(image: Image.Image, texts: dict[str, str | None]) -> bytes:
+    """A finished picture as PNG bytes with its text chunks (sent whole: the web process does not decode it)."""
+    info = PngInfo()
+    for key, text in texts.items():
+        if text:
+            info.add_text(key, text)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()

@@ -7,10 +7,12 @@ exits when its pipe closes, so it never outlives the web process.
 Messages, all plain data (core.wire):
   web → worker: {"op": "run", "job", "request" (styles already applied), "mode", "settings"}
                 · {"op": "preprocess", "job", "unit", "image", "width", "height"} (a ControlNet map preview)
+                · {"op": "extras", "job", "request", "save"} (Extras: upscale a picture)
                 · {"op": "interrupt" | "skip", "job"}
   worker → web: {"op": "ready", "note"} · {"op": "failed", "error"} (it cannot start: a device that is not there)
                 · {"op": "event", "job", "event"}
-                · {"op": "done", "job", "error", "loaded", "seconds", "image" (a preprocess's map)}
+                · {"op": "done", "job", "error", "loaded", "seconds", "image" (a preprocess's map),
+                   "png", "path", "text" (an Extras result: PNG bytes with its texts, its file if saved)}
 
 Nothing heavy is imported at module level: the web process imports this module only to name `serve` as the
 target of the processes it starts."""
@@ -104,6 +106,8 @@ def serve(connection, config: WorkerConfig) -> None:
     while (message := jobs.get()) is not None:
         if message["op"] == "preprocess":
             _preprocess(engine, message, send)
+        elif message["op"] == "extras":
+            _extras(engine, message, send)
         else:
             _run(engine, config, message, controls, send)
     os._exit(0)  # the pipe closed: the web process is gone or let us go
@@ -125,7 +129,7 @@ def _read(connection, jobs: queue.Queue, controls: dict) -> None:
         if op == "run":
             controls[message["job"]] = JobControl()
             jobs.put(message)
-        elif op == "preprocess":
+        elif op in ("preprocess", "extras"):
             jobs.put(message)
         elif op in ("interrupt", "skip") and (control := controls.get(message["job"])):
             control.interrupt() if op == "interrupt" else control.skip()
@@ -165,6 +169,21 @@ def _preprocess(engine, message: dict, send) -> None:
     except Exception as exc:  # the worker must survive anything a preprocessor does, as a job
         error = f"The preprocessor failed: {type(exc).__name__}: {exc}"
     send({"op": "done", "job": message["job"], "error": error, "image": image, "loaded": engine.models.loaded_names()})
+
+
+def _extras(engine, message: dict, send) -> None:
+    from core.errors import UserError
+    from core.wire import extras_from_wire
+
+    done: dict = {"op": "done", "job": message["job"], "error": None, "loaded": engine.models.loaded_names()}
+    try:
+        result = engine.run_extras(extras_from_wire(message["request"]), save=message["save"])
+        done.update(png=result.png, path=str(result.path) if result.path else None, text=result.postprocessing)
+    except UserError as exc:
+        done["error"] = str(exc)
+    except Exception as exc:  # the worker must survive anything an upscaler does, as a job
+        done["error"] = f"The upscaler failed: {type(exc).__name__}: {exc}"
+    send(done)
 
 
 def _build_engine(config: WorkerConfig):

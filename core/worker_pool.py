@@ -24,12 +24,21 @@ from pathlib import Path
 
 from PIL import Image
 
+from core.dispatch import ExtrasResult
 from core.errors import UserError
 from core.events import Event, JobControl, Result, final_result
+from core.extras import ExtrasRequest
 from core.outputs import remove_partial_files
 from core.request import ControlNetUnit, GenerationRequest
 from core.styles import StyleLibrary, with_styles
-from core.wire import event_from_wire, image_from_wire, image_to_wire, request_to_wire, unit_to_wire
+from core.wire import (
+    event_from_wire,
+    extras_to_wire,
+    image_from_wire,
+    image_to_wire,
+    request_to_wire,
+    unit_to_wire,
+)
 from core.worker import WorkerConfig, serve
 
 log = logging.getLogger(__name__)
@@ -197,6 +206,12 @@ class WorkerPool:
         events = self._dispatch({**message, "width": width, "height": height}, None, JobControl())
         done = _returned(events)
         return image_from_wire(done["image"], "control map")
+
+    def run_extras(self, request: ExtrasRequest, save: bool) -> ExtrasResult:
+        """Extras in a worker (which holds the upscalers), in the same line as the jobs."""
+        message = {"op": "extras", "request": extras_to_wire(request.validated()), "save": save}
+        done = _returned(self._dispatch(message, None, JobControl()))
+        return ExtrasResult(done["png"], Path(done["path"]) if done.get("path") else None, done["text"])
 
     def _dispatch(self, message: dict, checkpoint: str | None, control: JobControl) -> Iterator[Event]:
         """Sends one job to a free worker and yields its events; returns the worker's "done" message."""

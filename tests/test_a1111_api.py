@@ -22,6 +22,7 @@ from core.outputs import read_infotext
 from tests.app_server import running_app
 from tests.fixtures.tiny_loras import kohya_lora, write_lora
 from tests.fixtures.tiny_models import write_checkpoint, write_controlnet
+from tests.fixtures.tiny_upscalers import esrgan_state, write_upscaler
 from tests.security.endpoints import bomb_png, named_endpoints
 
 FAST = dict(steps=2, width=64, height=64, cfg_scale=7, seed=1234)
@@ -34,6 +35,7 @@ def api_models(tmp_path_factory):
     write_checkpoint(root / "Stable-diffusion" / "tiny-other.safetensors", "SD1", seed=3)
     write_controlnet(root / "ControlNet" / "tiny-sd1-canny.safetensors", "SD1")
     write_lora(root / "Lora" / "tiny-style.safetensors", kohya_lora("SD1"))
+    write_upscaler(root / "ESRGAN" / "4x-tiny.pth", esrgan_state(4))
     (root / "VAE").mkdir()
     return root
 
@@ -195,7 +197,29 @@ def test_hires_fix_through_webuiapi(api):
         "Denoising strength: 0.6, Hires upscale: 1.5, Hires steps: 2, Hires upscaler: Lanczos"
     )
     assert [m["name"] for m in api.get_latent_upscale_modes()][:2] == ["Latent", "Latent (antialiased)"]
-    assert [u["name"] for u in api.get_upscalers()] == ["None", "Lanczos", "Nearest"]
+    assert [u["name"] for u in api.get_upscalers()][:3] == ["None", "Lanczos", "Nearest"]
+
+
+def test_extras_single_and_batch(app, api):
+    source = api.txt2img(prompt="to upscale", **FAST)
+    result = api.extra_single_image(image=source.images[0], upscaler_1="4x-tiny", upscaling_resize=2)
+    assert result.image.size == (128, 128)
+    assert result.image.info["parameters"] == source.info["infotexts"][0]  # the source's own, kept
+    assert result.image.info["postprocessing"] == "Postprocess upscale by: 2, Postprocess upscaler: 4x-tiny"
+    assert "Postprocess upscaler: 4x-tiny" in result.info
+    batch = httpx.post(app.url + "sdapi/v1/extra-batch-images", timeout=120, json={
+        "imageList": [{"data": b64_png(Image.new("RGB", (32, 16))), "name": "a"},
+                      {"data": b64_png(Image.new("RGB", (16, 16))), "name": "b"}],
+        "resize_mode": 1, "upscaling_resize_w": 48, "upscaling_resize_h": 48, "upscaler_1": "Lanczos"})  # fmt: skip
+    sizes = [Image.open(io.BytesIO(base64.b64decode(i))).size for i in batch.json()["images"]]
+    assert batch.status_code == 200 and sizes == [(48, 48), (48, 48)]
+    assert not list(app.outputs.rglob("extras-images/*/*.png"))  # the API does not save, as A1111's
+    bad = httpx.post(app.url + "sdapi/v1/extra-single-image", json={"image": "%%", "upscaler_1": "None"})
+    assert bad.status_code == 422 and "image" in bad.text
+    faces = httpx.post(app.url + "sdapi/v1/extra-single-image", json={"image": b64_png(Image.new("RGB", (8, 8))),
+                                                                      "gfpgan_visibility": 1})  # fmt: skip
+    assert faces.status_code == 422 and "Face restoration" in faces.text
+    assert "4x-tiny" in [u["name"] for u in api.get_upscalers()]
 
 
 def test_png_info_reads_back_a_returned_image(api):

@@ -8,6 +8,7 @@ import json
 import gradio as gr
 
 from core.services import Services
+from ui.extras_tab import build_extras_tab
 from ui.img2img_tab import build_img2img_tab
 from ui.inpaint_tab import build_inpaint_tab
 from ui.model_pickers import build_model_pickers
@@ -81,8 +82,10 @@ def build_ui(services: Services, banner: str = "") -> gr.Blocks:
                 controlnet = build_prompt_tab("controlnet", services, pickers, units_open=True)
             generation_tabs = (txt2img, img2img, inpaint, controlnet)
             remembered.update({tab.mode: tab.remembered for tab in generation_tabs})
+            with gr.Tab("Extras", id="extras"):
+                extras_image = build_extras_tab(services)
             with gr.Tab("PNG Info", id="pnginfo"):
-                build_png_info_tab(services, tabs, list(generation_tabs))
+                build_png_info_tab(services, tabs, list(generation_tabs), extras_image)
             with gr.Tab("Settings", id="settings"):
                 build_settings_tab(page, services, list(remembered))
         for source in generation_tabs:

@@ -21,7 +21,7 @@ PASTED_FIELDS = (*SENT_FIELDS, "denoising_strength", "enable_hr", "hr_scale", "h
 NO_PARAMETERS = "This image holds no generation parameters (no PNG 'parameters' text, no EXIF comment)."
 
 
-def build_png_info_tab(services: Services, tabs: gr.Tabs, targets: list[GenerationTab]) -> None:
+def build_png_info_tab(services: Services, tabs: gr.Tabs, targets: list[GenerationTab], extras_image: gr.Image) -> None:
     with gr.Row():
         with gr.Column():
             source = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Source", elem_id="pnginfo_image")
@@ -35,6 +35,7 @@ def build_png_info_tab(services: Services, tabs: gr.Tabs, targets: list[Generati
                 for target in targets:
                     buttons[target.mode] = gr.Button(f"Send to {target.mode}", size="sm",
                                                      elem_id=f"pnginfo_send_to_{target.mode}")  # fmt: skip
+                to_extras = gr.Button("Send to extras", size="sm", elem_id="pnginfo_send_to_extras")
 
     def read(path: str | None):
         if not path:
@@ -52,6 +53,13 @@ def build_png_info_tab(services: Services, tabs: gr.Tabs, targets: list[Generati
     source.change(read, inputs=source, outputs=[text, table], api_visibility="private")
     for target in targets:
         connect_paste(target, buttons[target.mode], source, text, tabs, services)
+
+    def send_to_extras(path: str | None):
+        if not path:
+            raise gr.Error("Drop an image here first.")
+        return path, gr.Tabs(selected="extras")
+
+    to_extras.click(send_to_extras, inputs=source, outputs=[extras_image, tabs], api_visibility="private")
 
 
 def connect_paste(

@@ -36,6 +36,10 @@ def test_png_info_reads_the_parameters_and_sends_them_to_txt2img(open_page, tmp_
     assert studio.slider("txt2img_hr_scale") == 1.5 and studio.slider("txt2img_hires_steps") == 3
     assert studio.slider("txt2img_denoising") == 0.45 and studio.chosen("txt2img_hr_upscaler") == "Latent (bicubic)"
 
+    page.get_by_role("tab", name="PNG Info").click()
+    studio.click("pnginfo_send_to_extras")
+    expect(page.locator("#extras_image img")).to_be_visible()  # the Extras tab opens with the picture
+
 
 def test_an_image_without_parameters_says_so(open_page, tmp_path):
     plain = tmp_path / "plain.jpg"

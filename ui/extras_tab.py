@@ -1,0 +1,83 @@
+"""A1111's Extras tab: upscale finished pictures (one, or a batch of uploads) by a factor or to a size, with one or
+two upscalers; results are saved under outputs/extras-images/ with their parameters kept."""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from core.errors import UserError
+from core.extras import MAX_EXTRAS_SCALE, RESIZE_MODES, ExtrasRequest
+from core.hires import PIXEL_UPSCALERS
+from core.services import Services
+from core.untrusted_images import open_image
+from core.upscaler_files import upscaler_files
+from ui.job_limits import GPU_QUEUE
+
+MAX_BATCH_FILES = 64
+
+
+def build_extras_tab(services: Services) -> gr.Image:
+    """Returns the single-image input (PNG Info sends pictures to it)."""
+    upscalers = [*PIXEL_UPSCALERS, *upscaler_files(services.registry.models_dir)]
+    with gr.Row():
+        with gr.Column():
+            with gr.Tabs():
+                with gr.Tab("Single Image", id="extras_single"):
+                    single = gr.Image(type="filepath", sources=["upload", "clipboard"], label="Source",
+                                      elem_id="extras_image")  # fmt: skip
+                with gr.Tab("Batch Process", id="extras_batch"):
+                    batch = gr.File(file_count="multiple", file_types=["image"], label="Batch Process",
+                                    elem_id="extras_image_batch")  # fmt: skip
+            mode = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], type="index", label="Resize mode",
+                            elem_id="extras_resize_mode")  # fmt: skip
+            scale = gr.Slider(
+                1, MAX_EXTRAS_SCALE, value=2, step=0.05, label="Resize", elem_id="extras_upscaling_resize"
+            )
+            with gr.Row():
+                width = gr.Number(512, label="Width", precision=0, elem_id="extras_upscaling_resize_w")
+                height = gr.Number(512, label="Height", precision=0, elem_id="extras_upscaling_resize_h")
+                crop = gr.Checkbox(True, label="Crop to fit", elem_id="extras_upscaling_crop")
+            with gr.Row():
+                first = gr.Dropdown(upscalers, value="None", label="Upscaler 1", elem_id="extras_upscaler_1")
+                second = gr.Dropdown(upscalers, value="None", label="Upscaler 2", elem_id="extras_upscaler_2")
+            visibility = gr.Slider(0, 1, value=0, step=0.001, label="Upscaler 2 visibility",
+                                   elem_id="extras_upscaler_2_visibility")  # fmt: skip
+            generate = gr.Button("Generate", variant="primary", elem_id="extras_generate")
+        with gr.Column():
+            gallery = gr.Gallery(label="Result", columns=2, height=420, format="png", object_fit="contain",
+                                 elem_id="extras_gallery")  # fmt: skip
+            info = gr.HTML(elem_id="extras_info")
+
+    def run(path, files, resize_mode, by, to_w, to_h, crop_to_fit, upscaler_1, upscaler_2, visible):
+        sources = [path] if path else [getattr(f, "name", f) for f in (files or [])]
+        if not sources:
+            raise gr.Error("Upload a picture to upscale (or several, under Batch Process).")
+        if len(sources) > MAX_BATCH_FILES:
+            raise gr.Error(f"At most {MAX_BATCH_FILES} pictures at once, not {len(sources)}.")
+        request = ExtrasRequest(
+            resize_mode=int(resize_mode), upscaling_resize=float(by), upscaling_resize_w=int(to_w or 0),
+            upscaling_resize_h=int(to_h or 0), upscaling_crop=bool(crop_to_fit), upscaler_1=upscaler_1,
+            upscaler_2=upscaler_2, extras_upscaler_2_visibility=float(visible),
+        )  # fmt: skip
+        shown, text = [], ""
+        try:
+            for index, source in enumerate(sources):
+                image = open_image(source, f"picture {index + 1}" if len(sources) > 1 else "picture")
+                result = services.generator.run_extras(request.with_image(image), save=True)
+                shown.append((str(result.path), result.path.name))
+                text = result.postprocessing
+        except UserError as exc:
+            raise gr.Error(str(exc), duration=None) from exc
+        return shown, f'<div class="job-done">{html.escape(text)}</div>'
+
+    generate.click(
+        run,
+        inputs=[single, batch, mode, scale, width, height, crop, first, second, visibility],
+        outputs=[gallery, info],
+        concurrency_id=GPU_QUEUE,  # in line with every generation job
+        concurrency_limit=services.generator.parallel_jobs,
+        api_visibility="private",  # programs use the REST API's extra-single-image
+    )
+    return single

@@ -63,7 +63,7 @@ from core.speed import (
 from core.step_cache import cached_deep_blocks
 from core.styles import StyleLibrary, with_styles
 from core.taesd import TaesdDecoders
-from core.upscalers import UpscalerCache
+from core.upscalers import OVERLAP, TILE, UpscalerCache
 from core.vae_memory import vae_within_memory
 from core.wire import png_with_text
 
@@ -104,6 +104,7 @@ class Engine:
         policy: DevicePolicy,
         styles: StyleLibrary | None = None,
         speed: Callable[[], SpeedOptions] = SpeedOptions,
+        upscaler_tiles: Callable[[], tuple[int, int]] = lambda: (TILE, OVERLAP),
     ):
         self.models = models
         self.speed = speed  # Settings → Optimisations, read at each job
@@ -113,7 +114,7 @@ class Engine:
         self.embeddings = EmbeddingLibrary(models.registry)
         self.loras = LoraLibrary(models.registry)
         self.taesd = TaesdDecoders(models.registry.folder("vae_approx"), policy.device, policy.dtype)
-        self.upscalers = UpscalerCache(models.registry.models_dir, policy.device, policy.dtype)
+        self.upscalers = UpscalerCache(models.registry.models_dir, policy.device, policy.dtype, tiles=upscaler_tiles)
         self._device_lock = threading.Lock()  # one job at a time per device, whoever asks
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ from PIL import Image
 
 from core.extras import ExtrasRequest
 from core.hires_pass import PIXEL_FILTERS
-from core.upscalers import UpscalerCache, upscale
+from core.upscalers import UpscalerCache
 
 MAX_MODEL_PASSES = 3  # A1111's Upscaler.upscale: a ×4 model twice reaches ×16, never more than three passes
 
@@ -35,5 +35,5 @@ def _upscaled(image: Image.Image, name: str, target: tuple[int, int], upscalers:
     for _ in range(MAX_MODEL_PASSES):
         if image.width >= target[0] and image.height >= target[1]:
             break
-        image = upscale(model, image)
+        image = upscalers.upscale(model, image)
     return image.resize(target, Image.LANCZOS) if image.size != target else image

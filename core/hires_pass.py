@@ -4,6 +4,7 @@ in pixels), then img2img at the new size through the checkpoint's own img2img pi
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 from diffusers import DiffusionPipeline
@@ -15,7 +16,7 @@ from core.hires import HIRES_UPSCALERS, LATENT_UPSCALERS, HiresSize, hires_sampl
 from core.jobs import Job, _strength, derived_pipeline, with_controlnet
 from core.loader import LoadedCheckpoint
 from core.request import GenerationRequest
-from core.upscalers import LoadedUpscaler, UpscalerCache, upscale
+from core.upscalers import UpscalerCache
 
 PIXEL_FILTERS = {"None": Image.LANCZOS, "Lanczos": Image.LANCZOS, "Nearest": Image.NEAREST}
 
@@ -42,20 +43,24 @@ def check_checkpoint(loaded: LoadedCheckpoint) -> None:
         raise UserError("Hires fix with an inpainting checkpoint is not available yet: choose a regular checkpoint.")
 
 
-def model_upscaler(request: GenerationRequest, upscalers: UpscalerCache) -> LoadedUpscaler | None:
-    """The model upscaler the request names (loaded before the first pass, so a wrong name costs no sampling), or
-    None for the built-in ones."""
+def model_upscaler(request: GenerationRequest, upscalers: UpscalerCache) -> Callable[[Image.Image], Image.Image] | None:
+    """The model upscaler the request names, as a function of a picture (loaded before the first pass, so a wrong
+    name costs no sampling), or None for the built-in ones."""
     name = request.hr_upscaler
     if name in HIRES_UPSCALERS:
         return None
     if name not in upscalers.names():
         choices = ", ".join([*HIRES_UPSCALERS, *upscalers.names()])
         raise UserError(f"Unknown hires upscaler {name!r}; choose one of: {choices}.")
-    return upscalers.get(name)
+    loaded = upscalers.get(name)
+    return lambda picture: upscalers.upscale(loaded, picture)
 
 
 def upscaled_input(
-    pipe: DiffusionPipeline, latents: torch.Tensor, request: GenerationRequest, model: LoadedUpscaler | None
+    pipe: DiffusionPipeline,
+    latents: torch.Tensor,
+    request: GenerationRequest,
+    model: Callable[[Image.Image], Image.Image] | None,
 ) -> object:
     """What the img2img pass starts from: latents interpolated as A1111's latent modes do, or the decoded pictures
     upscaled in pixels (by the model, then resized to the size; or resized with Pillow: Lanczos, Nearest)."""
@@ -68,7 +73,7 @@ def upscaled_input(
         return upscaled.to(latents.dtype)
     pictures = decode(pipe, latents)
     if model is not None:
-        pictures = [upscale(model, picture) for picture in pictures]
+        pictures = [model(picture) for picture in pictures]
     resample = PIXEL_FILTERS.get(request.hr_upscaler, Image.LANCZOS)
     return [picture.resize((size.width, size.height), resample) for picture in pictures]
 

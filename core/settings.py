@@ -41,6 +41,8 @@ class Settings:
     default_height: int = 512
     controlnet_unit_count: int = 3  # ControlNet units shown in each tab (after a restart)
     save_control_maps: bool = False  # save ControlNet's detected maps next to the images
+    upscaler_tile: int = 192  # model upscalers run in tiles of this many pixels (A1111's ESRGAN_tile)...
+    upscaler_tile_overlap: int = 8  # ...overlapping by this many (ESRGAN_tile_overlap)
     # A1111 options the REST API was sent that map to nothing above (api.options): kept and given back as sent,
     # and the API jobs' defaults for VAE and clip skip ("sd_vae", "CLIP_stop_at_last_layers").
     api_options: dict = field(default_factory=dict)
@@ -62,6 +64,10 @@ class Settings:
             problems.append(f"Checkpoints kept loaded must be 1–{MAX_MODEL_CACHE_SIZE}, not {self.model_cache_size}.")
         if not 1 <= self.controlnet_unit_count <= MAX_CONTROLNET_UNITS:
             problems.append(f"ControlNet units must be 1–{MAX_CONTROLNET_UNITS}, not {self.controlnet_unit_count}.")
+        if not 32 <= self.upscaler_tile <= 2048:
+            problems.append(f"Upscaler tile size must be 32–2048 px, not {self.upscaler_tile}.")
+        if not 0 <= self.upscaler_tile_overlap <= min(128, self.upscaler_tile // 2):
+            problems.append("Upscaler tile overlap must be 0–128 px and at most half the tile.")
         if self.sd2_prediction_type not in SD2_PREDICTION_TYPES:
             problems.append(f"SD2 prediction type must be one of {', '.join(SD2_PREDICTION_TYPES)}.")
         for name, label in (("models_dir", "models"), ("outputs_dir", "output"), ("cache_dir", "cache")):
@@ -90,6 +96,8 @@ class Settings:
             "model_cache_size": self.model_cache_size,
             "sd2_prediction_type": self.sd2_prediction_type,
             "save_control_maps": self.save_control_maps,
+            "upscaler_tile": self.upscaler_tile,
+            "upscaler_tile_overlap": self.upscaler_tile_overlap,
             **{name: getattr(self, name) for name in SPEED_SETTINGS},
         }
 

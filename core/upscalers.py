@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +58,16 @@ def load_upscaler(name: str, path: Path, device: torch.device, dtype: torch.dtyp
 class UpscalerCache:
     """The upscalers this worker has loaded, the most recent `capacity` kept."""
 
-    def __init__(self, models_dir: Path, device: torch.device, dtype: torch.dtype, capacity: int = 2):
+    def __init__(
+        self,
+        models_dir: Path,
+        device: torch.device,
+        dtype: torch.dtype,
+        capacity: int = 2,
+        tiles: Callable[[], tuple[int, int]] = lambda: (TILE, OVERLAP),
+    ):
         self.models_dir, self.device, self.dtype, self.capacity = Path(models_dir), device, dtype, capacity
+        self.tiles = tiles  # (tile, overlap) from the settings, read at each use
         self._loaded: OrderedDict[str, LoadedUpscaler] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -78,6 +87,11 @@ class UpscalerCache:
             while len(self._loaded) > self.capacity:
                 self._loaded.popitem(last=False)
             return loaded
+
+    def upscale(self, upscaler: LoadedUpscaler, image: Image.Image) -> Image.Image:
+        """`upscale` with the tile size and overlap of the settings."""
+        tile, overlap = self.tiles()
+        return upscale(upscaler, image, tile, overlap)
 
 
 def upscale(upscaler: LoadedUpscaler, image: Image.Image, tile: int = TILE, overlap: int = OVERLAP) -> Image.Image:

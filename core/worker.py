@@ -208,4 +208,9 @@ def _build_engine(config: WorkerConfig):
     )
     outputs = OutputWriter(Path(config.outputs_dir), lambda: bool(settings.get("save_control_maps", False)))
     speed = lambda: SpeedOptions.from_settings(settings)  # noqa: E731
-    return Engine(models, outputs, policy, speed=speed)  # styles are applied by the web process, which owns styles.csv
+
+    def upscaler_tiles() -> tuple[int, int]:
+        return int(settings.get("upscaler_tile", 192)), int(settings.get("upscaler_tile_overlap", 8))
+
+    # No styles: the web process, which owns styles.csv, applies them.
+    return Engine(models, outputs, policy, speed=speed, upscaler_tiles=upscaler_tiles)

@@ -153,6 +153,16 @@ def _settings_widgets(services: Services) -> dict[str, gr.components.Component]:
             widgets["save_control_maps"] = gr.Checkbox(
                 s.save_control_maps, label="Save detected maps next to the images", elem_id="settings_save_maps"
             )
+            _section("Upscaling")
+            with gr.Row():
+                widgets["upscaler_tile"] = gr.Slider(
+                    32, 2048, value=s.upscaler_tile, step=16, label="Tile size for model upscalers (px; halved on "
+                    "out of memory)", elem_id="settings_upscaler_tile",
+                )  # fmt: skip
+                widgets["upscaler_tile_overlap"] = gr.Slider(
+                    0, 128, value=s.upscaler_tile_overlap, step=1, label="Tile overlap (px)",
+                    elem_id="settings_upscaler_tile_overlap",
+                )  # fmt: skip
             widgets["models_dir"] = gr.Textbox(
                 s.models_dir, label="Models folder (A1111 layout; after a restart)", elem_id="settings_models_dir"
             )

@@ -39,6 +39,10 @@ class Settings:
     default_cfg_scale: float = 7.0
     default_width: int = 512
     default_height: int = 512
+    # The size pages move to when a checkpoint of each family is chosen (core.native_size).
+    native_size_sd1: int = 512
+    native_size_sd2: int = 768
+    native_size_sdxl: int = 1024
     controlnet_unit_count: int = 3  # ControlNet units shown in each tab (after a restart)
     save_control_maps: bool = False  # save ControlNet's detected maps next to the images
     upscaler_tile: int = 192  # model upscalers run in tiles of this many pixels (A1111's ESRGAN_tile)...
@@ -64,6 +68,10 @@ class Settings:
             problems.append(f"Checkpoints kept loaded must be 1–{MAX_MODEL_CACHE_SIZE}, not {self.model_cache_size}.")
         if not 1 <= self.controlnet_unit_count <= MAX_CONTROLNET_UNITS:
             problems.append(f"ControlNet units must be 1–{MAX_CONTROLNET_UNITS}, not {self.controlnet_unit_count}.")
+        for name in ("native_size_sd1", "native_size_sd2", "native_size_sdxl"):
+            side = getattr(self, name)
+            if side % 8 or not 64 <= side <= 2048:
+                problems.append(f"The {name.rsplit('_', 1)[1].upper()} size must be a multiple of 8 in 64–2048.")
         if not 32 <= self.upscaler_tile <= 2048:
             problems.append(f"Upscaler tile size must be 32–2048 px, not {self.upscaler_tile}.")
         if not 0 <= self.upscaler_tile_overlap <= min(128, self.upscaler_tile // 2):

@@ -63,3 +63,21 @@ def test_settings_from_form_values_coerces_whole_floats_and_keeps_defaults_for_t
     assert settings.default_steps == 30 and isinstance(settings.default_steps, int)
     assert settings.default_cfg_scale == 5.0 and settings.save_control_maps is True
     assert Settings.from_values({"default_steps": 7.5, "model_cache_size": True}) == Settings()
+
+
+def test_native_sizes_and_the_hint(models_dir, tmp_path):
+    from core.native_size import native_size, size_hint
+    from core.registry import HashCache, ModelRegistry
+    from core.settings import Settings
+
+    registry = ModelRegistry(models_dir, HashCache(tmp_path / "models.json"))
+    settings = Settings(native_size_sdxl=896)
+    assert native_size(registry, "sd15/tiny-sd1.safetensors", settings) == ("SD1.x", 512)
+    assert native_size(registry, "tiny-sdxl.safetensors", settings) == ("SDXL", 896)
+    assert native_size(registry, "missing", settings) is None
+    assert size_hint(("SDXL", 1024), 512, 512) == (
+        "SDXL draws best near 1024×1024; 512×512 is far from it (nothing is refused)."
+    )
+    assert size_hint(("SDXL", 1024), 1024, 768) == "" and size_hint(None, 64, 64) == ""
+    with pytest.raises(UserError, match="SDXL size must be a multiple of 8"):
+        Settings(native_size_sdxl=1001).validated()

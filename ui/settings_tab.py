@@ -193,6 +193,13 @@ def _settings_widgets(services: Services) -> dict[str, gr.components.Component]:
                 widgets["default_height"] = gr.Slider(
                     64, 2048, value=s.default_height, step=8, label="Height", elem_id="settings_default_height"
                 )
+            _section("The size a checkpoint switch moves to, per family (unless you changed the size)")
+            with gr.Row():
+                for name, label in (("native_size_sd1", "SD1.x"), ("native_size_sd2", "SD2.x"),
+                                    ("native_size_sdxl", "SDXL")):  # fmt: skip
+                    widgets[name] = gr.Slider(
+                        64, 2048, value=getattr(s, name), step=8, label=label, elem_id=f"settings_{name}"
+                    )
     return widgets
 
 

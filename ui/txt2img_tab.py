@@ -17,6 +17,7 @@ from ui.generation_panel import (
 )
 from ui.hires_controls import build_hires_controls
 from ui.model_pickers import ModelPickers
+from ui.size_follows_model import follow_checkpoint
 
 MODE = "txt2img"
 
@@ -37,6 +38,7 @@ def build_prompt_tab(mode: str, services: Services, pickers: ModelPickers, *, un
                 fields = controls.fields
                 models_dir = services.registry.models_dir
                 fields.update(build_hires_controls(mode, fields["width"], fields["height"], models_dir))
+            follow_checkpoint(services, pickers.checkpoint, controls.fields["width"], controls.fields["height"])
             if not units_open:
                 units = build_controlnet_units(mode, services, has_input_image=False)
         with gr.Column(scale=1):

@@ -35,6 +35,10 @@ CSS = """
 .job-progress-text { position: relative; padding: 0 .5em; font-size: var(--text-sm); line-height: 1.6em; }
 .job-notice { font-size: var(--text-sm); color: var(--body-text-color-subdued); }
 .job-done { font-size: var(--text-sm); }
+/* Results shown whole: a picture's tile never taller than the panel (a lone square tile would be as tall as the
+   panel is wide, and cut off), the picture fitted inside it; small ones scaled up with crisp pixels (app JS). */
+.result-gallery .thumbnail-item { max-height: calc(420px - 3.5rem); }
+.result-gallery .thumbnail-item img { width: 100%; height: 100%; object-fit: contain; }
 .token-counter { text-align: right; font-size: var(--text-xs); color: var(--body-text-color-subdued);
   margin: calc(-1 * var(--layout-gap) - 1.7em) .9em 0 0 !important; min-height: 0; z-index: 1;
   pointer-events: none; }
@@ -50,7 +54,17 @@ JS = """
     const title = tooltips[b.textContent.trim()];
     if (title && !b.title) { b.title = title; b.setAttribute('aria-label', title); }
   });
-  new MutationObserver(addTitles).observe(document.body, { childList: true, subtree: true });
+  // A result smaller than its box is scaled up with crisp pixels, not blurred; larger ones are smoothed as usual.
+  const crisp = (img) => {
+    img.style.imageRendering = img.naturalWidth && img.naturalWidth < img.clientWidth ? 'pixelated' : 'auto';
+  };
+  const watchResults = () => document.querySelectorAll('.result-gallery img').forEach((img) => {
+    if (!img.dataset.crisp) { img.dataset.crisp = '1'; img.addEventListener('load', () => crisp(img)); }
+    if (img.complete) crisp(img);
+  });
+  const onChange = () => { addTitles(); watchResults(); };
+  new MutationObserver(onChange).observe(document.body, { childList: true, subtree: true });
+  window.addEventListener('resize', watchResults);
   addTitles();
   document.addEventListener('keydown', (e) => {
     if (!(e.ctrlKey || e.metaKey) || e.key !== 'Enter') return;

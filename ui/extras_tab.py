@@ -13,6 +13,7 @@ from core.hires import PIXEL_UPSCALERS
 from core.services import Services
 from core.untrusted_images import open_image
 from core.upscaler_files import upscaler_files
+from ui.generation_panel import GALLERY_HEIGHT, size_label
 from ui.job_limits import GPU_QUEUE
 
 MAX_BATCH_FILES = 64
@@ -46,8 +47,8 @@ def build_extras_tab(services: Services) -> gr.Image:
                                    elem_id="extras_upscaler_2_visibility")  # fmt: skip
             generate = gr.Button("Generate", variant="primary", elem_id="extras_generate")
         with gr.Column():
-            gallery = gr.Gallery(label="Result", columns=2, height=420, format="png", object_fit="contain",
-                                 elem_id="extras_gallery")  # fmt: skip
+            gallery = gr.Gallery(label="Result", columns=2, height=GALLERY_HEIGHT, format="png", object_fit="contain",
+                                 elem_id="extras_gallery", elem_classes="result-gallery")  # fmt: skip
             info = gr.HTML(elem_id="extras_info")
 
     def run(path, files, resize_mode, by, to_w, to_h, crop_to_fit, upscaler_1, upscaler_2, visible):
@@ -66,7 +67,7 @@ def build_extras_tab(services: Services) -> gr.Image:
             for index, source in enumerate(sources):
                 image = open_image(source, f"picture {index + 1}" if len(sources) > 1 else "picture")
                 result = services.generator.run_extras(request.with_image(image), save=True)
-                shown.append((str(result.path), result.path.name))
+                shown.append((str(result.path), f"{result.path.name} · {size_label(result.path)}"))
                 text = result.postprocessing
         except UserError as exc:
             raise gr.Error(str(exc), duration=None) from exc

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import gradio as gr
+from PIL import Image
 
 from core.errors import UserError
 from core.outputs import read_infotext
@@ -24,6 +25,8 @@ from ui.network_browser import build_network_browser
 from ui.prompt_tools import build_style_picker, connect_style_picker, token_counter
 from ui.remembered import Remembered
 from ui.symbols import RANDOM_SEED, REUSE_SEED
+
+GALLERY_HEIGHT = 420  # px; app_ui.CSS keeps every picture inside it, whole
 
 # Turns the tab's widget values (by request field name) into request values: e.g. the inpaint tab reads its mask
 # from the editor's drawn layer. Raises gr.Error for input it cannot use.
@@ -138,7 +141,13 @@ def build_result_panel(mode: str) -> ResultPanel:
         elem_classes="live-preview",
     )
     gallery = gr.Gallery(
-        label="Output", columns=2, height=420, format="png", object_fit="contain", elem_id=f"{mode}_gallery"
+        label="Output",
+        columns=2,
+        height=GALLERY_HEIGHT,
+        format="png",
+        object_fit="contain",
+        elem_id=f"{mode}_gallery",
+        elem_classes="result-gallery",
     )
     with gr.Row():
         send_to_img2img = gr.Button("Send to img2img", size="sm", elem_id=f"{mode}_send_to_img2img")
@@ -206,7 +215,7 @@ def connect_generation(
                 shown = gr.update(value=preview_image, visible=True) if preview_image is not None else gr.skip()
                 yield shown, progress_html, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             else:
-                images = [(str(img.path), f"Seed {img.seed}") for img in result.images]
+                images = [(str(img.path), f"Seed {img.seed} · {size_label(img.path)}") for img in result.images]
                 first = result.images[0] if result.images else None
                 seeds = [img.seed for img in result.images]
                 paths = [str(img.path) for img in result.images]
@@ -233,6 +242,15 @@ def connect_generation(
         concurrency_limit=services.generator.parallel_jobs,
         api_name=api_name or mode,
     )
+
+
+def size_label(path) -> str:
+    """ "128×96": read from the PNG's header (the worker wrote the file; its pixels are not decoded here)."""
+    try:
+        with Image.open(path) as image:
+            return f"{image.width}×{image.height}"
+    except OSError:
+        return ""
 
 
 def connect_job_controls(services: Services, prompt_row: PromptRow, controls: SamplingControls, results: ResultPanel):

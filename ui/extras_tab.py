@@ -4,6 +4,7 @@ two upscalers; results are saved under outputs/extras-images/ with their paramet
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import gradio as gr
 
@@ -15,8 +16,23 @@ from core.untrusted_images import open_image
 from core.upscaler_files import upscaler_files
 from ui.generation_panel import GALLERY_HEIGHT, size_label
 from ui.job_limits import GPU_QUEUE
+from ui.request_origin import from_this_machine
 
 MAX_BATCH_FILES = 64
+PICTURE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+def folder_pictures(folder: Path) -> list[Path]:
+    """The pictures directly in a folder (by suffix, sorted), at most MAX_BATCH_FILES + 1 (the caller refuses more)."""
+    if not folder.is_dir():
+        raise gr.Error(f"No folder {folder}.")
+    pictures = []
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in PICTURE_SUFFIXES:
+            pictures.append(path)
+            if len(pictures) > MAX_BATCH_FILES:
+                break
+    return pictures
 
 
 def build_extras_tab(services: Services) -> gr.Image:
@@ -31,6 +47,9 @@ def build_extras_tab(services: Services) -> gr.Image:
                 with gr.Tab("Batch Process", id="extras_batch"):
                     batch = gr.File(file_count="multiple", file_types=["image"], label="Batch Process",
                                     elem_id="extras_image_batch")  # fmt: skip
+                with gr.Tab("Batch from Directory", id="extras_batch_dir"):
+                    folder = gr.Textbox(label="Input directory (on the server; only from a browser on its machine)",
+                                        elem_id="extras_batch_input_dir")  # fmt: skip
             mode = gr.Radio(list(RESIZE_MODES), value=RESIZE_MODES[0], type="index", label="Resize mode",
                             elem_id="extras_resize_mode")  # fmt: skip
             scale = gr.Slider(
@@ -51,13 +70,18 @@ def build_extras_tab(services: Services) -> gr.Image:
                                  elem_id="extras_gallery", elem_classes="result-gallery")  # fmt: skip
             info = gr.HTML(elem_id="extras_info")
 
-    def run(path, files, resize_mode, by, to_w, to_h, crop_to_fit, upscaler_1, upscaler_2, visible):
+    def run(request: gr.Request, path, files, directory, resize_mode, by, to_w, to_h, crop_to_fit, upscaler_1,
+            upscaler_2, visible):  # fmt: skip
         sources = [path] if path else [getattr(f, "name", f) for f in (files or [])]
+        if not sources and directory and directory.strip():
+            if not from_this_machine(request):  # a visitor must not read the server's folders
+                raise gr.Error("A folder on the server can be read only from a browser on the server's machine.")
+            sources = folder_pictures(Path(directory.strip()).expanduser())
         if not sources:
             raise gr.Error("Upload a picture to upscale (or several, under Batch Process).")
         if len(sources) > MAX_BATCH_FILES:
             raise gr.Error(f"At most {MAX_BATCH_FILES} pictures at once, not {len(sources)}.")
-        request = ExtrasRequest(
+        extras = ExtrasRequest(
             resize_mode=int(resize_mode), upscaling_resize=float(by), upscaling_resize_w=int(to_w or 0),
             upscaling_resize_h=int(to_h or 0), upscaling_crop=bool(crop_to_fit), upscaler_1=upscaler_1,
             upscaler_2=upscaler_2, extras_upscaler_2_visibility=float(visible),
@@ -66,7 +90,7 @@ def build_extras_tab(services: Services) -> gr.Image:
         try:
             for index, source in enumerate(sources):
                 image = open_image(source, f"picture {index + 1}" if len(sources) > 1 else "picture")
-                result = services.generator.run_extras(request.with_image(image), save=True)
+                result = services.generator.run_extras(extras.with_image(image), save=True)
                 shown.append((str(result.path), f"{result.path.name} · {size_label(result.path)}"))
                 text = result.postprocessing
         except UserError as exc:
@@ -75,7 +99,7 @@ def build_extras_tab(services: Services) -> gr.Image:
 
     generate.click(
         run,
-        inputs=[single, batch, mode, scale, width, height, crop, first, second, visibility],
+        inputs=[single, batch, folder, mode, scale, width, height, crop, first, second, visibility],
         outputs=[gallery, info],
         concurrency_id=GPU_QUEUE,  # in line with every generation job
         concurrency_limit=services.generator.parallel_jobs,

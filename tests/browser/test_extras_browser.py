@@ -28,3 +28,18 @@ def test_extras_upscales_and_keeps_the_parameters(open_page, app, tmp_path):
     expect(page.locator("#extras_info")).to_contain_text("Postprocess upscaler: Lanczos")
     saved = list(app.outputs.rglob("extras-images/*/*.png"))
     assert len(saved) == 1 and Image.open(saved[0]).size == (96, 64)
+
+
+def test_a_folder_on_the_server_from_a_browser_on_its_machine(open_page, tmp_path):
+    studio = open_page()
+    page = studio.page
+    page.get_by_role("tab", name="Extras").click()
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for name, size in (("a.png", (16, 16)), ("b.jpg", (24, 8))):
+        Image.new("RGB", size, (1, 2, 3)).save(folder / name)
+    page.get_by_role("tab", name="Batch from Directory").click()
+    studio.fill("extras_batch_input_dir", str(folder))
+    studio.click("extras_generate")
+    expect(page.locator("#extras_gallery")).to_contain_text("48×16", timeout=60_000)
+    assert sorted(image.size for image in studio.gallery_images("extras")) == [(32, 32), (48, 16)]

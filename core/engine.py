@@ -7,7 +7,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 from PIL import Image
@@ -25,13 +24,12 @@ from core.events import (
     GeneratedImage,
     JobControl,
     Notice,
-    Progress,
     Result,
     final_result,
 )
 from core.extras import ExtrasRequest, postprocessing_text
 from core.extras_run import run_extras
-from core.families import SDXL, Family
+from core.families import SDXL
 from core.hires import hires_size
 from core.hires_pass import (
     check_checkpoint,
@@ -44,13 +42,13 @@ from core.hires_pass import (
 )
 from core.image_inputs import PreparedImage, prepare_image
 from core.infotext import build_infotext, controlnet_params
+from core.job_progress import DiscardEvents, JobClock, step_callback
 from core.jobs import Job, make_job, with_controlnet
 from core.lora import LoraLibrary, lora_uses
 from core.memory_policy import ALL_ON_GPU, MemoryPlan, model_size, plan_memory
 from core.model_cache import ActiveModel, ModelCache
 from core.outputs import OutputWriter
 from core.placement import place_pipeline
-from core.previews import DenoisedTracker, make_previewer
 from core.request import ControlNetUnit, GenerationRequest
 from core.samplers import make_scheduler
 from core.speed import (
@@ -73,20 +71,6 @@ log = logging.getLogger(__name__)
 def resolve_seed(seed: int) -> int:
     """-1 means random, as in A1111."""
     return random.randrange(2**32) if seed == -1 else seed
-
-
-@dataclass(frozen=True)
-class _Clock:
-    started: float
-    batch_count: int
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    def eta(self, batch: int, step: int, total_steps: int) -> float | None:
-        """Seconds left for the whole job, from the fraction done so far."""
-        done = (batch + step / total_steps) / self.batch_count
-        return self.elapsed() / done * (1 - done) if done > 0 else None
 
 
 class Engine:
@@ -223,7 +207,7 @@ class Engine:
         titles = {i: self.models.controlnet_title(unit.model) for i, unit in request.enabled_units}
         extra = {**controlnet_params(request, titles), **loras.infotext}
         seed = resolve_seed(request.seed)
-        clock = _Clock(time.perf_counter(), request.n_iter)
+        clock = JobClock(time.perf_counter(), request.n_iter)
         images: list[GeneratedImage] = []
         try:
             prompts, ti_hashes = self._encode_prompts(request, active.loaded, channel)
@@ -374,7 +358,7 @@ class Engine:
         second = second_pass_request(request)
         same = (second.prompt, second.negative_prompt, second.steps) == (
             request.prompt, request.negative_prompt, request.steps)  # fmt: skip
-        return prompts if same else self._encode_prompts(second, loaded, _Discard())[0]
+        return prompts if same else self._encode_prompts(second, loaded, DiscardEvents())[0]
 
     def _hires_batch(
         self, request, job: Job, loaded, prompts, controls, seeds, batch, control, channel, clock, plan, upscaler
@@ -430,7 +414,7 @@ class Engine:
             if why_not and batch == 0:
                 channel.put(Notice(why_not))
         passes = (pass_index, 2 if output_type == "latent" or pass_index else 1)
-        on_step_end = _step_callback(
+        on_step_end = step_callback(
             request, pipe, loaded.family, prompts, batch, control, channel, clock, taesd, passes
         )
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
@@ -452,59 +436,3 @@ class Engine:
         if output_type == "latent":
             return images
         return [job.finish(image) for image in images]
-
-
-class _Discard:
-    """An event sink for work whose notices were already given (the second pass's prompt encoding)."""
-
-    def put(self, event: Event) -> None:
-        pass
-
-    def close(self, error: BaseException | None = None) -> None:
-        pass
-
-
-def _step_callback(
-    request: GenerationRequest,
-    pipe,
-    family: Family,
-    prompts: JobPrompts,
-    batch,
-    control,
-    channel,
-    clock,
-    taesd=None,
-    passes: tuple[int, int] = (0, 1),
-):
-    """diffusers' callback_on_step_end: Progress with an occasional preview, the stop flag checked each step, and
-    the prompt's conditioning for the next step where prompt editing or alternation changes it."""
-    tracker = DenoisedTracker(pipe.scheduler)
-    previewer = make_previewer(request.preview_method, pipe, family, taesd)
-
-    def on_step_end(pipeline, i, t, tensors):
-        if control.should_stop_batch:
-            pipeline._interrupt = True
-        # Second-order samplers (Heun, DPM2…) take more model calls than steps, and img2img runs only
-        # int(steps x strength): count what the loop runs.
-        step, total = i + 1, pipeline.num_timesteps
-        preview = None
-        if previewer and step % request.preview_every_n_steps == 0 and step < total:
-            preview = previewer(tracker.denoised(tensors["latents"]))
-        channel.put(
-            Progress(
-                step=step,
-                total_steps=total,
-                batch_index=batch,
-                batch_count=request.n_iter,
-                elapsed=clock.elapsed(),
-                eta=clock.eta(batch, step, total),
-                preview=preview,
-                pass_index=passes[0],
-                passes=passes[1],
-            )
-        )
-        if prompts.changes_over_steps:
-            tensors.update(prompts.tensors_for_step(i + 1, tensors, pipeline.do_classifier_free_guidance))
-        return tensors
-
-    return on_step_end

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 from PIL import Image
@@ -169,6 +169,7 @@ class GenerationTab:
     results: ResultPanel
     image_input: gr.components.Component | None
     remembered: dict[str, Remembered]
+    units: dict[str, gr.components.Component] = field(default_factory=dict)  # ControlNet unit widgets by field_key
 
     @property
     def fields(self) -> dict[str, gr.components.Component]:

@@ -43,7 +43,7 @@ def build_img2img_tab(services: Services, pickers: ModelPickers) -> GenerationTa
             units = build_controlnet_units(MODE, services, has_input_image=True)
         with gr.Column(scale=1):
             results = build_result_panel(MODE)
-    tab = GenerationTab(MODE, prompt_row, controls, results, image, {})
+    tab = GenerationTab(MODE, prompt_row, controls, results, image, {}, units)
     fields = {**tab.fields, "init_image": image, **extra, **units}
     connect_generation(MODE, services, pickers, prompt_row, results, fields, prepare=apply_size_mode)
     connect_job_controls(services, prompt_row, controls, results)

@@ -60,7 +60,7 @@ def build_inpaint_tab(services: Services, pickers: ModelPickers) -> GenerationTa
             units = build_controlnet_units(MODE, services, has_input_image=True)
         with gr.Column(scale=1):
             results = build_result_panel(MODE)
-    tab = GenerationTab(MODE, prompt_row, controls, results, editor, {})
+    tab = GenerationTab(MODE, prompt_row, controls, results, editor, {}, units)
     fields = {**tab.fields, "editor": editor, "mask_upload": mask_upload, **options, **resize, **units}
     outpaint_fields = {**fields, "outpaint_sides": sides, "outpaint_pixels": pixels}
     connect_generation(MODE, services, pickers, prompt_row, results, fields, prepare=inpaint_values)

@@ -8,9 +8,11 @@ import gradio as gr
 from core.errors import UserError
 from core.image_info import image_parameters
 from core.infotext import parse_infotext
+from core.request import CONTROL_MODES, CONTROL_RESIZE_MODES, ControlNetUnit
 from core.services import Services
 from core.styles import pasted_fields
 from core.untrusted_images import open_image
+from ui.controlnet_units import field_key
 from ui.generation_panel import GenerationTab
 from ui.send_to import SENT_FIELDS, image_for, pasted_values
 
@@ -66,14 +68,42 @@ def connect_paste(
     target: GenerationTab, button: gr.Button, source: gr.Image, text: gr.Textbox, tabs: gr.Tabs, services: Services
 ) -> None:
     names = [name for name in PASTED_FIELDS if name in target.fields]
+    unit_keys = [key for key in target.units if not key.endswith("image")]  # not the pictures, nor "use input image"
     image_output = [target.image_input] if target.image_input is not None else []
 
     def send(path: str | None, parameters: str):
         if not parameters or parameters == NO_PARAMETERS:
             raise gr.Error(NO_PARAMETERS if path else "Drop an image here first.")
-        values = pasted_values(pasted_fields(parameters, services.styles), names)
+        parsed = pasted_fields(parameters, services.styles)
+        values = pasted_values(parsed, names)
+        units = pasted_unit_values(parsed.get("controlnet_units") or [], unit_keys, services)
         image = [image_for(target, open_image(path, "image").convert("RGB"))] if image_output and path else []
-        return [*(image or [gr.skip()] * len(image_output)), *values, gr.Tabs(selected=target.mode)]
+        return [*(image or [gr.skip()] * len(image_output)), *values, *units, gr.Tabs(selected=target.mode)]
 
-    outputs = [*image_output, *(target.fields[name] for name in names), tabs]
+    outputs = [*image_output, *(target.fields[name] for name in names), *(target.units[k] for k in unit_keys), tabs]
     button.click(send, inputs=[source, text], outputs=outputs, api_visibility="private")
+
+
+def pasted_unit_values(units: list[dict], keys: list[str], services: Services) -> list:
+    """The ControlNet unit widgets' values from the infotext's "ControlNet N" fields (their control images are
+    not in an infotext: the user gives them again, as in sd-webui-controlnet); units it does not name keep theirs."""
+    by_key: dict[str, object] = {}
+    for index, values in enumerate(units):
+        unit = ControlNetUnit.from_dict(values)
+        shown = {
+            "enabled": unit.enabled, "module": unit.module, "model": _controlnet_name(unit.model, services),
+            "weight": unit.weight, "guidance_start": unit.guidance_start, "guidance_end": unit.guidance_end,
+            "control_mode": CONTROL_MODES[unit.control_mode], "resize_mode": CONTROL_RESIZE_MODES[unit.resize_mode],
+            "pixel_perfect": unit.pixel_perfect, "processor_res": unit.processor_res,
+            "threshold_a": unit.threshold_a, "threshold_b": unit.threshold_b,
+        }  # fmt: skip
+        by_key.update({field_key(index, name): value for name, value in shown.items() if value is not None})
+    return [by_key.get(key, gr.skip()) for key in keys]
+
+
+def _controlnet_name(model: str, services: Services) -> str | None:
+    """The infotext names the model by its stem (and hash); the dropdown by its file name."""
+    try:
+        return services.registry.find("controlnet", model).name
+    except UserError:
+        return None

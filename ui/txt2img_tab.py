@@ -43,7 +43,7 @@ def build_prompt_tab(mode: str, services: Services, pickers: ModelPickers, *, un
                 units = build_controlnet_units(mode, services, has_input_image=False)
         with gr.Column(scale=1):
             results = build_result_panel(mode)
-    tab = GenerationTab(mode, prompt_row, controls, results, None, {})
+    tab = GenerationTab(mode, prompt_row, controls, results, None, {}, units)
     connect_generation(mode, services, pickers, prompt_row, results, {**tab.fields, **units})
     connect_job_controls(services, prompt_row, controls, results)
     tab.remembered.update(remembered_values(tab.fields, services))

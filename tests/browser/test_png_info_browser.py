@@ -3,6 +3,8 @@ fills prompt, seed, size, sampler and the Hires fix fields; an image without par
 
 from __future__ import annotations
 
+import re
+
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from playwright.sync_api import expect
@@ -50,3 +52,27 @@ def test_an_image_without_parameters_says_so(open_page, tmp_path):
     expect(studio.page.locator("#pnginfo_parameters textarea")).to_have_value(
         "This image holds no generation parameters (no PNG 'parameters' text, no EXIF comment)."
     )
+
+
+def test_send_to_controlnet_fills_the_units_the_infotext_names(open_page, tmp_path):
+    unit = ("Module: canny, Model: tiny-sd1-canny [0123456789], Weight: 0.8, Resize Mode: Just Resize, "
+            "Processor Res: 256, Threshold A: 100, Threshold B: 200, Guidance Start: 0.1, Guidance End: 0.9, "
+            "Pixel Perfect: False, Control Mode: My prompt is more important")  # fmt: skip
+    png = tmp_path / "controlled.png"
+    info = PngInfo()
+    info.add_text("parameters", f'a box\nSteps: 4, Sampler: Euler, Seed: 5, Size: 64x64, ControlNet 0: "{unit}"')
+    Image.new("RGB", (64, 64)).save(png, pnginfo=info)
+    studio = open_page()
+    page = studio.page
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(png))
+    expect(page.locator("#pnginfo_parameters textarea")).to_have_value(re.compile("ControlNet 0"))
+    studio.click("pnginfo_send_to_controlnet")
+    expect(page.locator("#controlnet_prompt textarea")).to_have_value("a box")
+    assert page.locator("#controlnet_controlnet_0_enabled input[type=checkbox]").is_checked()
+    assert studio.chosen("controlnet_controlnet_0_module") == "canny"
+    assert studio.chosen("controlnet_controlnet_0_model") == "tiny-sd1-canny.safetensors"
+    assert studio.slider("controlnet_controlnet_0_weight") == 0.8
+    assert studio.slider("controlnet_controlnet_0_end") == 0.9
+    mode = page.locator("#controlnet_controlnet_0_mode input[value='My prompt is more important']")
+    expect(mode).to_be_checked()

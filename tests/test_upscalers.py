@@ -80,3 +80,36 @@ def test_a_model_upscaler_for_hires_fix(upscaler_models, tmp_path):
     assert not np.array_equal(np.asarray(image.image), np.asarray(lanczos))
     with pytest.raises(UserError, match="Unknown hires upscaler '4x-Nope'; choose one of: Latent.*4x-tiny"):
         engine.generate(request.with_changes(hr_upscaler="4x-Nope"))
+
+
+class _OnlySmallTiles(torch.nn.Module):
+    """A ×2 "upscaler" (nearest) that runs out of memory on any tile over 40 px a side, counting its calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.sides: list[int] = []
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.sides.append(max(pixels.shape[-2:]))
+        if max(pixels.shape[-2:]) > 40:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return torch.nn.functional.interpolate(pixels, scale_factor=2, mode="nearest")
+
+
+def test_out_of_memory_halves_the_tile_until_it_fits():
+    from core.upscalers import LoadedUpscaler
+
+    net = _OnlySmallTiles()
+
+    class Descriptor:  # what upscale() uses of spandrel's ImageModelDescriptor
+        model, device = net, torch.device("cpu")
+
+        def __call__(self, pixels):
+            return net(pixels)
+
+    image = picture(64, 48)
+    result = upscale(LoadedUpscaler("fake", Descriptor(), 2, "fake"), image, tile=96, overlap=4)
+    assert result.size == (128, 96)
+    assert np.array_equal(np.asarray(result), np.asarray(image.resize((128, 96), Image.NEAREST)))
+    assert net.sides[0] > 40 and max(net.sides[-4:]) <= 40  # 96 → 48 → 24 px tiles (with their overlap)

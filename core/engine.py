@@ -32,7 +32,6 @@ from core.extras_run import run_extras
 from core.families import SDXL
 from core.hires import hires_size
 from core.hires_pass import (
-    check_checkpoint,
     cropped,
     decode,
     model_upscaler,
@@ -199,7 +198,6 @@ class Engine:
         job = self._job(request, active, prepared, controls, channel)
         upscaler = None
         if request.uses_hires:
-            check_checkpoint(active.loaded)
             upscaler = model_upscaler(request, self.upscalers)
         # Memory is planned for the largest pass.
         sized = second_pass_request(request) if request.uses_hires else request
@@ -373,7 +371,7 @@ class Engine:
         with vae_within_memory(job.pipeline.vae, plan.tiled_vae, self.policy.device, notify):
             if control.should_stop_batch:
                 return decode(job.pipeline, latents)
-            start = upscaled_input(job.pipeline, latents, request, upscaler)
+            start = upscaled_input(job.pipeline, latents, request, upscaler, as_pictures=loaded.is_inpainting)
         second = second_pass_request(request)
         hires_job = second_pass_job(loaded, controls, start, request, guided=request.cfg_scale > 1)
         try:

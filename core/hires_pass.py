@@ -38,11 +38,6 @@ def second_pass_request(request: GenerationRequest) -> GenerationRequest:
     )
 
 
-def check_checkpoint(loaded: LoadedCheckpoint) -> None:
-    if loaded.is_inpainting:
-        raise UserError("Hires fix with an inpainting checkpoint is not available yet: choose a regular checkpoint.")
-
-
 def model_upscaler(request: GenerationRequest, upscalers: UpscalerCache) -> Callable[[Image.Image], Image.Image] | None:
     """The model upscaler the request names, as a function of a picture (loaded before the first pass, so a wrong
     name costs no sampling), or None for the built-in ones."""
@@ -61,16 +56,19 @@ def upscaled_input(
     latents: torch.Tensor,
     request: GenerationRequest,
     model: Callable[[Image.Image], Image.Image] | None,
+    as_pictures: bool = False,
 ) -> object:
     """What the img2img pass starts from: latents interpolated as A1111's latent modes do, or the decoded pictures
-    upscaled in pixels (by the model, then resized to the size; or resized with Pillow: Lanczos, Nearest)."""
+    upscaled in pixels (by the model, then resized to the size; or resized with Pillow: Lanczos, Nearest).
+    `as_pictures`: always pictures (an inpainting checkpoint's pipeline takes an image and a mask, not latents)."""
     size = hires_size(request)
     if request.hr_upscaler in LATENT_UPSCALERS:
         mode, antialias = LATENT_UPSCALERS[request.hr_upscaler]
         factor = pipe.vae_scale_factor
         target = (size.height // factor, size.width // factor)
         upscaled = torch.nn.functional.interpolate(latents.float(), size=target, mode=mode, antialias=antialias)
-        return upscaled.to(latents.dtype)
+        upscaled = upscaled.to(latents.dtype)
+        return decode(pipe, upscaled) if as_pictures else upscaled
     pictures = decode(pipe, latents)
     if model is not None:
         pictures = [model(picture) for picture in pictures]
@@ -84,10 +82,13 @@ def second_pass_job(
     """The img2img job of the second pass, with the ControlNet units' maps resized to its size (A1111's
     sd-webui-controlnet applies them to both passes by default)."""
     second = second_pass_request(request)
-    pipe = derived_pipeline(loaded, "img2img")
+    pipe = derived_pipeline(loaded, "img2img")  # an inpainting checkpoint's own pipeline is the inpaint one
     strength = _strength(second.steps, request.denoising_strength)
-    job = Job(pipe, lambda seeds: {"image": start, "strength": strength})
     size = (second.width, second.height)
+    inputs = {"image": start, "strength": strength}
+    if loaded.is_inpainting:  # as A1111's img2img with such a checkpoint: the whole picture masked
+        inputs.update(mask_image=Image.new("L", size, 255), width=size[0], height=size[1])
+    job = Job(pipe, lambda seeds: inputs)
     resized = [dataclasses.replace(c, map=c.map.resize(size, Image.LANCZOS)) for c in controls]
     return with_controlnet(job, loaded, resized, guided=guided)
 

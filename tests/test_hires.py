@@ -133,7 +133,30 @@ def test_bad_hires_values_are_refused_by_name(changes, message):
         hires(**changes).validated()
 
 
-def test_hires_is_txt2img_only_and_the_inpainting_checkpoint_is_refused(engine):
+@pytest.mark.parametrize("upscaler", ["Latent", "Lanczos"])
+def test_an_inpainting_checkpoint_runs_both_passes(engine, upscaler):
     assert len(HIRES_UPSCALERS) == 9
-    with pytest.raises(UserError, match="inpainting checkpoint is not available yet"):
-        engine.generate(hires(checkpoint="tiny-sd1-inpainting.safetensors"))
+    result = engine.generate(hires(checkpoint="tiny-sd1-inpainting.safetensors", hr_upscaler=upscaler))
+    assert result.images[0].image.size == (128, 128) and "Hires upscaler: " + upscaler in result.images[0].infotext
+
+
+def test_img2img_ignores_the_hires_fields(engine):
+    from PIL import Image
+
+    request = tiny_request(init_image=Image.new("RGB", (64, 64)), enable_hr=True, denoising_strength=0.5)
+    (image,) = engine.generate(request).images
+    assert image.image.size == (64, 64) and "Hires" not in image.infotext
+
+
+def test_a_controlnet_job_with_hires_fix_runs_both_passes(engine):
+    """Both passes go through the ControlNet pipelines (the unit's map resized to the second pass's size), and the
+    unit changes the final picture."""
+    from tests.test_controlnet import unit
+
+    with_unit = hires(controlnet_units=(unit(),), denoising_strength=1.0)
+    result = engine.generate(with_unit)
+    assert result.images[0].image.size == (128, 128) and "ControlNet 0" in result.images[0].infotext
+    first_pass_only = engine.generate(with_unit.with_changes(enable_hr=False)).images[0].image
+    assert first_pass_only.size == (64, 64)
+    plain_second = engine.generate(with_unit.with_changes(controlnet_units=()))
+    assert not np.array_equal(pixels(result), pixels(plain_second))

@@ -18,7 +18,7 @@ from core.errors import UserError
 from core.events import Result
 from core.infotext import parse_infotext, request_fields
 from core.registry import ModelRegistry
-from core.request import GenerationRequest, to_image
+from core.request import SAME_CHECKPOINT, GenerationRequest, to_image
 from core.samplers import SCHEDULE_TYPES, split_legacy_sampler_name
 from core.settings import Settings
 from core.step_cache import STEP_CACHE_PRESETS
@@ -40,8 +40,6 @@ CONTROL_RESIZE_ALIASES = {
 def refuse_unsupported(body: _Processing) -> None:
     """What A1111 would do but this studio cannot yet: refused by name, never silently ignored."""
     unsupported = []
-    if getattr(body, "hr_checkpoint_name", None) not in (None, "", "Use same checkpoint"):
-        unsupported.append("hr_checkpoint_name (a second checkpoint for Hires fix)")
     if body.script_name:
         unsupported.append(f"script_name {body.script_name!r} (no scripts are installed)")
     if body.restore_faces:
@@ -86,6 +84,8 @@ def build_request(
         values.update(_img2img_fields(body))
     elif body.enable_hr:
         values.update(_hires_fields(body))
+        if body.hr_checkpoint_name not in (None, "", SAME_CHECKPOINT):
+            values["hr_checkpoint_name"] = checkpoint_name(registry, body.hr_checkpoint_name)
     values["controlnet_units"] = controlnet_units(body.alwayson_scripts, registry)
     return GenerationRequest.from_dict(values)
 

@@ -32,6 +32,7 @@ from core.extras_run import run_extras
 from core.families import SDXL
 from core.hires import hires_size
 from core.hires_pass import (
+    HiresSetup,
     cropped,
     decode,
     model_upscaler,
@@ -48,7 +49,7 @@ from core.memory_policy import ALL_ON_GPU, MemoryPlan, model_size, plan_memory
 from core.model_cache import ActiveModel, ModelCache
 from core.outputs import OutputWriter
 from core.placement import place_pipeline
-from core.request import ControlNetUnit, GenerationRequest
+from core.request import SAME_CHECKPOINT, ControlNetUnit, GenerationRequest
 from core.samplers import make_scheduler
 from core.speed import (
     COMPILING_NOTICE,
@@ -196,29 +197,32 @@ class Engine:
             channel.put(Notice(notice))
         controls = self._controls(request, active, maps)
         job = self._job(request, active, prepared, controls, channel)
-        upscaler = None
-        if request.uses_hires:
-            upscaler = model_upscaler(request, self.upscalers)
-        # Memory is planned for the largest pass.
-        sized = second_pass_request(request) if request.uses_hires else request
+        hires = self._hires_setup(request, active, uses, controls, channel) if request.uses_hires else None
+        # Memory is planned for the largest pass the model runs.
+        sized = second_pass_request(request) if hires and hires.active is active else request
         plan = self._fit_to_device(sized, active.loaded, job, uses if loras.hashes else [], channel)
+        if hires:
+            hires.plan = plan if hires.active is active else self._fit_to_device(
+                second_pass_request(request), hires.active.loaded, hires.placeholder_job(), uses, channel)  # fmt: skip
         titles = {i: self.models.controlnet_title(unit.model) for i, unit in request.enabled_units}
-        extra = {**controlnet_params(request, titles), **loras.infotext}
+        extra = {**(hires.infotext if hires else {}), **controlnet_params(request, titles), **loras.infotext}
         seed = resolve_seed(request.seed)
         clock = JobClock(time.perf_counter(), request.n_iter)
         images: list[GeneratedImage] = []
         try:
             prompts, ti_hashes = self._encode_prompts(request, active.loaded, channel)
-            hires_prompts = self._hires_prompts(request, active.loaded, prompts)
+            if hires:
+                hires.prompts = self._hires_prompts(request, hires.active.loaded, prompts, hires.active is active)
             if ti_hashes:
                 extra = {**extra, "TI hashes": ti_hashes}
             for batch in range(request.n_iter):
                 if control.interrupted:
                     break
                 seeds = [seed + batch * request.batch_size + i for i in range(request.batch_size)]
-                if request.uses_hires:
-                    pil_images = self._hires_batch(request, job, active.loaded, (prompts, hires_prompts), controls,
-                                                   seeds, batch, control, channel, clock, plan, upscaler)  # fmt: skip
+                if hires:
+                    pil_images = self._hires_batch(
+                        request, job, active.loaded, prompts, hires, seeds, batch, control, channel, clock, plan
+                    )
                 else:
                     pil_images = self._run_batch(
                         request, job, active.loaded, prompts, seeds, batch, control, channel, clock, plan
@@ -348,36 +352,52 @@ class Engine:
             channel.put(Notice(COMPILING_NOTICE))
         return plan
 
-    def _hires_prompts(self, request: GenerationRequest, loaded, prompts: JobPrompts) -> JobPrompts | None:
+    def _hires_setup(self, request: GenerationRequest, active: ActiveModel, uses, controls, channel) -> HiresSetup:
+        """The second pass's checkpoint (the job's own, or Hires checkpoint loaded now with the job's LoRAs), its
+        model upscaler, and the ControlNet units that fit it."""
+        upscaler = model_upscaler(request, self.upscalers)
+        name = request.hr_checkpoint_name
+        if name == SAME_CHECKPOINT or self.models.registry.find("checkpoint", name).path == active.entry.path:
+            return HiresSetup(active, upscaler, controls)
+        other = self.models.activate(name, request.vae)
+        for notice in self.loras.apply(other.loaded, uses).notices:
+            channel.put(Notice(notice))
+        fitting = controls if other.loaded.family is active.loaded.family else []
+        if controls and not fitting:
+            why = f"{other.entry.stem} is of another family"
+            channel.put(Notice(f"The ControlNet units guide the first pass only: {why}."))
+        return HiresSetup(other, upscaler, fitting, other_checkpoint=True)
+
+    def _hires_prompts(self, request: GenerationRequest, loaded, prompts: JobPrompts, same_model: bool) -> JobPrompts:
         """The second pass's conditioning: its own prompts and steps (prompt schedules count hires steps, as
-        A1111's), or the first pass's where they are the same."""
-        if not request.uses_hires:
-            return None
+        A1111's) through its checkpoint's encoders, or the first pass's where all of those are the same."""
         second = second_pass_request(request)
-        same = (second.prompt, second.negative_prompt, second.steps) == (
+        same = same_model and (second.prompt, second.negative_prompt, second.steps) == (
             request.prompt, request.negative_prompt, request.steps)  # fmt: skip
         return prompts if same else self._encode_prompts(second, loaded, DiscardEvents())[0]
 
     def _hires_batch(
-        self, request, job: Job, loaded, prompts, controls, seeds, batch, control, channel, clock, plan, upscaler
+        self, request, job: Job, loaded, prompts, hires: HiresSetup, seeds, batch, control, channel, clock, plan
     ) -> list[Image.Image]:
-        """Hires fix: the first pass to latents, upscaled, then img2img at the new size. Interrupt or Skip in the
-        first pass returns the first pass's pictures; in the second, what the second pass has made."""
-        first_prompts, second_prompts = prompts
+        """Hires fix: the first pass to latents, upscaled, then img2img at the new size (through another checkpoint
+        in pixels). Interrupt or Skip in the first pass returns its pictures; in the second, what that has made."""
         latents = self._run_batch(
-            request, job, loaded, first_prompts, seeds, batch, control, channel, clock, plan, output_type="latent"
+            request, job, loaded, prompts, seeds, batch, control, channel, clock, plan, output_type="latent"
         )
+        second_loaded = hires.active.loaded
         notify = lambda message: channel.put(Notice(message))  # noqa: E731
         with vae_within_memory(job.pipeline.vae, plan.tiled_vae, self.policy.device, notify):
             if control.should_stop_batch:
                 return decode(job.pipeline, latents)
-            start = upscaled_input(job.pipeline, latents, request, upscaler, as_pictures=loaded.is_inpainting)
+            pixels = second_loaded.is_inpainting or second_loaded is not loaded
+            start = upscaled_input(job.pipeline, latents, request, hires.upscaler, as_pictures=pixels)
         second = second_pass_request(request)
-        hires_job = second_pass_job(loaded, controls, start, request, guided=request.cfg_scale > 1)
+        hires_job = second_pass_job(second_loaded, hires.controls, start, request, guided=request.cfg_scale > 1)
         try:
             images = self._run_batch(
-                second, hires_job, loaded, second_prompts, seeds, batch, control, channel, clock, plan, pass_index=1
-            )
+                second, hires_job, second_loaded, hires.prompts, seeds, batch, control, channel, clock, hires.plan,
+                pass_index=1,
+            )  # fmt: skip
         finally:
             hires_job.release()
         return cropped(images, hires_size(request))

@@ -3,6 +3,7 @@ process validates requests and writes nothing else); core.hires_pass runs the pa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -105,12 +106,15 @@ def hires_sampler(request: GenerationRequest) -> tuple[str, str]:
 def hires_params(request: GenerationRequest) -> dict[str, object]:
     """The infotext fields in A1111's order: Denoising strength (it keeps its own place), then what differs from
     the first pass, then the size, the steps when not 0, and the upscaler."""
+    from core.request import SAME_CHECKPOINT
     from core.samplers import schedule_type_label
 
     if not request.uses_hires:
         return {}
     sampler, scheduler = hires_sampler(request)
     params: dict[str, object] = {"Denoising strength": request.denoising_strength}
+    if request.hr_checkpoint_name != SAME_CHECKPOINT:
+        params["Hires checkpoint"] = None  # its place; the engine writes "name [hash]" there, as A1111
     if sampler != request.sampler_name:
         params["Hires sampler"] = sampler
     if request.hr_prompt and request.hr_prompt != request.prompt:
@@ -145,4 +149,6 @@ def hires_fields(params: dict[str, str]) -> dict[str, object]:
              "Hires schedule type": "hr_scheduler", "Hires prompt": "hr_prompt",
              "Hires negative prompt": "hr_negative_prompt"}  # fmt: skip
     fields.update({name: params[key] for key, name in names.items() if key in params})
+    if "Hires checkpoint" in params:  # "name [hash]": the registry finds it by its name
+        fields["hr_checkpoint_name"] = re.sub(r"\s*\[[0-9a-fA-F]+\]$", "", params["Hires checkpoint"])
     return fields

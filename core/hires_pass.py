@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
+from core.conditioning import JobPrompts
 from core.controlnet import Control
 from core.errors import UserError
 from core.hires import HIRES_UPSCALERS, LATENT_UPSCALERS, HiresSize, hires_sampler, hires_size, hires_steps
 from core.jobs import Job, _strength, derived_pipeline, with_controlnet
 from core.loader import LoadedCheckpoint
+from core.memory_policy import MemoryPlan
+from core.model_cache import ActiveModel
 from core.request import GenerationRequest
 from core.upscalers import UpscalerCache
 
@@ -36,6 +40,32 @@ def second_pass_request(request: GenerationRequest) -> GenerationRequest:
         height=size.height,
         enable_hr=False,
     )
+
+
+@dataclass
+class HiresSetup:
+    """What the second pass runs with, decided once per job."""
+
+    active: ActiveModel  # its checkpoint: the job's own, unless Hires checkpoint names another
+    upscaler: Callable[[Image.Image], Image.Image] | None  # a model upscaler, or None for the built-in ones
+    controls: list[Control]  # the ControlNet units that fit its checkpoint
+    other_checkpoint: bool = False
+    plan: MemoryPlan | None = None
+    prompts: JobPrompts | None = None
+
+    @property
+    def infotext(self) -> dict[str, str]:
+        """A1111's "Hires checkpoint: name [hash]" where the second pass ran another checkpoint (hires_params
+        holds its place in the order)."""
+        if not self.other_checkpoint:
+            return {}
+        if self.active.model_hash is None:
+            return {"Hires checkpoint": self.active.entry.stem}
+        return {"Hires checkpoint": f"{self.active.entry.stem} [{self.active.model_hash}]"}
+
+    def placeholder_job(self) -> Job:
+        """The second pass's pipeline as a job, for placing it on the device before its inputs exist."""
+        return Job(derived_pipeline(self.active.loaded, "img2img"), lambda seeds: {})
 
 
 def model_upscaler(request: GenerationRequest, upscalers: UpscalerCache) -> Callable[[Image.Image], Image.Image] | None:

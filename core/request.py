@@ -23,7 +23,8 @@ MAX_PROMPT_LENGTH = 20_000  # characters; A1111's longest real prompts are a few
 MAX_NAME_LENGTH = 1_000  # a model, sampler or style name
 MAX_MASK_BLUR = 64  # A1111's slider maximum
 MAX_PADDING = 256  # A1111's "Only masked padding, pixels" slider maximum
-SAME_SAMPLER, SAME_SCHEDULER = "Use same sampler", "Use same scheduler"  # A1111's hires choices for "the same"
+# A1111's hires choices for "the same as the first pass".
+SAME_SAMPLER, SAME_SCHEDULER, SAME_CHECKPOINT = "Use same sampler", "Use same scheduler", "Use same checkpoint"
 MAX_HR_SCALE = 4.0  # A1111's "Upscale by" slider maximum
 PREVIEW_METHODS = ("Approximate", "TAESD", "Full VAE", "None")  # live previews (core.previews makes them)
 
@@ -174,6 +175,7 @@ class GenerationRequest:
     hr_scheduler: str = SAME_SCHEDULER
     hr_prompt: str = ""  # "": the prompt
     hr_negative_prompt: str = ""
+    hr_checkpoint_name: str = SAME_CHECKPOINT  # or a name from the models registry
 
     @property
     def enabled_units(self) -> list[tuple[int, ControlNetUnit]]:
@@ -225,7 +227,7 @@ class GenerationRequest:
         names += [("ControlNet model", unit.model) for unit in self.controlnet_units]
         names += [("preprocessor", unit.module) for unit in self.controlnet_units]
         names += [("hires upscaler", self.hr_upscaler), ("hires sampler", self.hr_sampler_name)]
-        names += [("hires schedule type", self.hr_scheduler)]
+        names += [("hires schedule type", self.hr_scheduler), ("hires checkpoint", self.hr_checkpoint_name)]
         for label, name in names:
             if len(name) > MAX_NAME_LENGTH:
                 problems.append(f"The {label} name is {len(name):,} characters long; no such name exists.")

@@ -56,6 +56,10 @@ def test_hires_fields_with_a1111s_none_for_the_same(registry):
     assert (job.enable_hr, job.hr_scale, job.hr_upscaler, job.denoising_strength) == (True, 1.5, "Latent", 0.4)
     assert (job.hr_sampler_name, job.hr_scheduler) == ("Use same sampler", "Karras")
     assert request(registry, hr_scale=3).enable_hr is False  # the fields mean nothing without enable_hr
+    other = request(registry, enable_hr=True, hr_checkpoint_name="tiny-sdxl")
+    assert other.hr_checkpoint_name == "tiny-sdxl.safetensors"
+    with pytest.raises(UserError, match="No checkpoint 'nope'"):
+        request(registry, enable_hr=True, hr_checkpoint_name="nope")
 
 
 def test_override_settings_choose_checkpoint_vae_and_clip_skip(registry):
@@ -107,8 +111,7 @@ def test_controlnet_units_under_any_case_with_the_old_aliases(registry):
 
 
 def test_what_this_studio_cannot_do_yet_is_refused_by_name(registry):
-    refused = {"hr_checkpoint_name": "other", "script_name": "x/y/z plot", "restore_faces": True,
-               "subseed_strength": 0.5}  # fmt: skip
+    refused = {"script_name": "x/y/z plot", "restore_faces": True, "subseed_strength": 0.5}
     for name, value in refused.items():
         with pytest.raises(UserError, match=name):
             request(registry, **{name: value})

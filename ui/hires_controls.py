@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 
 from core.hires import HIRES_UPSCALERS, hires_size
-from core.request import MAX_HR_SCALE, MAX_STEPS, SAME_SAMPLER, SAME_SCHEDULER, GenerationRequest
+from core.registry import ModelRegistry
+from core.request import (
+    MAX_HR_SCALE,
+    MAX_STEPS,
+    SAME_CHECKPOINT,
+    SAME_SAMPLER,
+    SAME_SCHEDULER,
+    GenerationRequest,
+)
 from core.samplers import SAMPLERS, SCHEDULE_TYPES
 from core.upscaler_files import upscaler_files
 
 
 def build_hires_controls(
-    mode: str, width: gr.Slider, height: gr.Slider, models_dir: Path
+    mode: str, width: gr.Slider, height: gr.Slider, registry: ModelRegistry
 ) -> dict[str, gr.components.Component]:
     """The request fields of Hires fix, by name. Denoising strength is the request's own (0.7 here, A1111's UI).
     The upscalers: the built-in ones, then the model upscalers found in models/ when the page was built."""
-    upscalers = [*HIRES_UPSCALERS, *upscaler_files(models_dir)]
+    upscalers = [*HIRES_UPSCALERS, *upscaler_files(registry.models_dir)]
+    checkpoints = [SAME_CHECKPOINT, *(entry.name for entry in registry.list("checkpoint"))]
     with gr.Accordion("Hires. fix", open=False, elem_id=f"{mode}_hires_fix") as accordion:
         with gr.Row():
             enable = gr.Checkbox(False, label="Hires. fix", elem_id=f"{mode}_enable_hr")
@@ -31,6 +38,9 @@ def build_hires_controls(
             resize_x = gr.Slider(0, 2048, value=0, step=8, label="Resize width to", elem_id=f"{mode}_hr_resize_x")
             resize_y = gr.Slider(0, 2048, value=0, step=8, label="Resize height to", elem_id=f"{mode}_hr_resize_y")
         with gr.Row():
+            checkpoint = gr.Dropdown(
+                checkpoints, value=SAME_CHECKPOINT, label="Hires checkpoint", elem_id=f"{mode}_hr_checkpoint"
+            )
             sampler = gr.Dropdown(
                 [SAME_SAMPLER, *SAMPLERS], value=SAME_SAMPLER, label="Hires sampling method",
                 elem_id=f"{mode}_hr_sampler",
@@ -72,4 +82,5 @@ def build_hires_controls(
         "hr_scheduler": scheduler,
         "hr_prompt": prompt,
         "hr_negative_prompt": negative,
+        "hr_checkpoint_name": checkpoint,
     }

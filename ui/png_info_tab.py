@@ -19,7 +19,7 @@ from ui.send_to import SENT_FIELDS, image_for, pasted_values
 # Beyond what a result's "Send to" carries: what a pasted infotext can also set.
 PASTED_FIELDS = (*SENT_FIELDS, "denoising_strength", "enable_hr", "hr_scale", "hr_resize_x", "hr_resize_y",
                  "hr_upscaler", "hr_second_pass_steps", "hr_sampler_name", "hr_scheduler", "hr_prompt",
-                 "hr_negative_prompt")  # fmt: skip
+                 "hr_negative_prompt", "hr_checkpoint_name")  # fmt: skip
 NO_PARAMETERS = "This image holds no generation parameters (no PNG 'parameters' text, no EXIF comment)."
 
 
@@ -75,6 +75,11 @@ def connect_paste(
         if not parameters or parameters == NO_PARAMETERS:
             raise gr.Error(NO_PARAMETERS if path else "Drop an image here first.")
         parsed = pasted_fields(parameters, services.styles)
+        if "hr_checkpoint_name" in parsed:  # the infotext names it by its stem; the dropdown by its file name
+            try:
+                parsed["hr_checkpoint_name"] = services.registry.find("checkpoint", parsed["hr_checkpoint_name"]).name
+            except UserError:
+                del parsed["hr_checkpoint_name"]
         values = pasted_values(parsed, names)
         units = pasted_unit_values(parsed.get("controlnet_units") or [], unit_keys, services)
         image = [image_for(target, open_image(path, "image").convert("RGB"))] if image_output and path else []

@@ -36,8 +36,7 @@ def build_prompt_tab(mode: str, services: Services, pickers: ModelPickers, *, un
             controls = build_sampling_controls(mode, services.settings)
             if mode == MODE:  # A1111's Hires fix belongs to txt2img
                 fields = controls.fields
-                models_dir = services.registry.models_dir
-                fields.update(build_hires_controls(mode, fields["width"], fields["height"], models_dir))
+                fields.update(build_hires_controls(mode, fields["width"], fields["height"], services.registry))
             follow_checkpoint(services, pickers.checkpoint, controls.fields["width"], controls.fields["height"])
             if not units_open:
                 units = build_controlnet_units(mode, services, has_input_image=False)

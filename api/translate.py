@@ -5,13 +5,10 @@ override_settings, the options' defaults, sd-webui-controlnet's units with their
 from __future__ import annotations
 
 import base64
-import io
 import json
 import time
 from collections.abc import Mapping
 from typing import Any
-
-from PIL.PngImagePlugin import PngInfo
 
 from api.schemas import Img2ImgRequest, Txt2ImgRequest, _Processing
 from core.errors import UserError
@@ -22,6 +19,7 @@ from core.request import SAME_CHECKPOINT, GenerationRequest, to_image
 from core.samplers import SCHEDULE_TYPES, split_legacy_sampler_name
 from core.settings import Settings
 from core.step_cache import STEP_CACHE_PRESETS
+from core.wire import png_with_text
 
 # A1111's scheduler names (modules/sd_schedulers.py) next to their labels: its API takes either.
 SCHEDULER_NAMES = {label: label.lower().replace(" ", "_") for label in SCHEDULE_TYPES}
@@ -220,12 +218,7 @@ def encoded_images(result: Result, keep_files: bool) -> list[str]:
 
 def png_base64(image, infotext: str | None = None) -> str:
     """A PNG as base64 text, with the infotext in its "parameters" chunk when there is one."""
-    info = PngInfo()
-    if infotext:
-        info.add_text("parameters", infotext)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return base64.b64encode(png_with_text(image, {"parameters": infotext})).decode("ascii")
 
 
 def info_json(request: GenerationRequest, result: Result, started: float) -> str:

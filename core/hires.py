@@ -60,7 +60,7 @@ def hires_steps(request: GenerationRequest) -> int:
 
 def hires_problems(request: GenerationRequest) -> list[str]:
     from core.errors import UserError
-    from core.request import MAX_HR_SCALE, MAX_PIXELS, MAX_SIDE, MAX_STEPS, SAME_SAMPLER, SAME_SCHEDULER
+    from core.request import MAX_HR_SCALE, MAX_PIXELS, MAX_SIDE, MAX_STEPS, SAME_SAMPLER
     from core.samplers import SAMPLERS, SCHEDULE_TYPES, check_choice
 
     problems = []
@@ -80,8 +80,7 @@ def hires_problems(request: GenerationRequest) -> list[str]:
                 f"Hires fix makes {size.width}x{size.height}; the largest is {MAX_SIDE} px a side and "
                 f"{MAX_PIXELS:,} pixels."
             )
-    sampler = request.sampler_name if request.hr_sampler_name == SAME_SAMPLER else request.hr_sampler_name
-    scheduler = request.scheduler if request.hr_scheduler == SAME_SCHEDULER else request.hr_scheduler
+    sampler, scheduler = hires_sampler(request)
     if sampler not in SAMPLERS:
         problems.append(f"Unknown hires sampler {sampler!r}; choose one of: {SAME_SAMPLER}, {', '.join(SAMPLERS)}.")
     elif scheduler not in SCHEDULE_TYPES:

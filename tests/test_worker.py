@@ -180,10 +180,9 @@ def test_two_workers_run_two_jobs_at_once_and_keep_their_checkpoints(models, tmp
         while not all(w.ready for w in pool.workers) and time.time() < deadline:
             time.sleep(0.1)  # both up: a job sent meanwhile would wait for the first one that is
         both([job, job])  # each worker loads the checkpoint once
-        started = time.perf_counter()
-        pool.generate(job)
-        alone = time.perf_counter() - started
-        together = both([job, job])
+        # The best of two tries each: on a small shared machine one try can lose its cores to another process.
+        alone = min(both([job]) for _ in range(2))
+        together = min(both([job, job]) for _ in range(2))
         state = [(w.ready, w.loaded, w.process.pid) for w in pool.workers]
         assert together < 1.5 * alone, (together, alone, state)
         assert all(CKPT in w.loaded for w in pool.workers), state

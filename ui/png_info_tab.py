@@ -8,7 +8,7 @@ import gradio as gr
 from core.errors import UserError
 from core.image_info import image_parameters
 from core.infotext import parse_infotext
-from core.request import CONTROL_MODES, CONTROL_RESIZE_MODES, ControlNetUnit
+from core.request import CONTROL_MODES, CONTROL_RESIZE_MODES, MAX_PROMPT_LENGTH, ControlNetUnit
 from core.services import Services
 from core.styles import pasted_fields
 from core.untrusted_images import open_image
@@ -20,6 +20,7 @@ from ui.send_to import SENT_FIELDS, image_for, pasted_values
 PASTED_FIELDS = (*SENT_FIELDS, "denoising_strength", "enable_hr", "hr_scale", "hr_resize_x", "hr_resize_y",
                  "hr_upscaler", "hr_second_pass_steps", "hr_sampler_name", "hr_scheduler", "hr_prompt",
                  "hr_negative_prompt", "hr_checkpoint_name")  # fmt: skip
+MAX_PARAMETERS_LENGTH = 3 * MAX_PROMPT_LENGTH  # two prompts and the parameters line
 NO_PARAMETERS = "This image holds no generation parameters (no PNG 'parameters' text, no EXIF comment)."
 
 
@@ -74,6 +75,8 @@ def connect_paste(
     def send(path: str | None, parameters: str):
         if not parameters or parameters == NO_PARAMETERS:
             raise gr.Error(NO_PARAMETERS if path else "Drop an image here first.")
+        if len(parameters) > MAX_PARAMETERS_LENGTH:  # what a crafted request sends is read no further
+            raise gr.Error(f"The parameters are over {MAX_PARAMETERS_LENGTH:,} characters; no infotext is that long.")
         parsed = pasted_fields(parameters, services.styles)
         if "hr_checkpoint_name" in parsed:  # the infotext names it by its stem; the dropdown by its file name
             try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from PIL import Image
 
 from core.extras import ExtrasRequest
-from core.hires_pass import PIXEL_FILTERS
+from core.hires_pass import PIXEL_FILTERS, center_crop
 from core.upscalers import UpscalerCache
 
 MAX_MODEL_PASSES = 3  # A1111's Upscaler.upscale: a ×4 model twice reaches ×16, never more than three passes
@@ -22,9 +22,7 @@ def run_extras(request: ExtrasRequest, upscalers: UpscalerCache) -> Image.Image:
         second = _upscaled(image, request.upscaler_2, target, upscalers)
         result = Image.blend(result, second, request.extras_upscaler_2_visibility)
     if request.resize_mode == 1 and request.upscaling_crop:
-        width, height = request.upscaling_resize_w, request.upscaling_resize_h
-        left, top = (result.width - width) // 2, (result.height - height) // 2
-        result = result.crop((left, top, left + width, top + height))
+        result = center_crop(result, request.upscaling_resize_w, request.upscaling_resize_h)
     return result
 
 

@@ -127,12 +127,13 @@ def cropped(images: list[Image.Image], size: HiresSize) -> list[Image.Image]:
     """Both target sides given: the centre of the covering picture, as A1111 truncates it."""
     if size.crop is None:
         return images
-    width, height = size.crop
-    out = []
-    for image in images:
-        left, top = (image.width - width) // 2, (image.height - height) // 2
-        out.append(image.crop((left, top, left + width, top + height)))
-    return out
+    return [center_crop(image, *size.crop) for image in images]
+
+
+def center_crop(image: Image.Image, width: int, height: int) -> Image.Image:
+    """The centre width x height of a picture that covers that size (Hires fix's and Extras' "crop to fit")."""
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    return image.crop((left, top, left + width, top + height))
 
 
 def decode(pipe: DiffusionPipeline, latents: torch.Tensor) -> list[Image.Image]:

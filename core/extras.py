@@ -9,7 +9,7 @@ from typing import Any
 from PIL import Image
 
 from core.errors import UserError
-from core.request import MAX_PROMPT_LENGTH, to_image
+from core.request import MAX_PROMPT_LENGTH, _coerce
 
 MAX_EXTRAS_SIDE = 8192  # an upscaled picture may be larger than a generated one, but not without bound
 MAX_EXTRAS_PIXELS = 8192 * 8192
@@ -76,26 +76,11 @@ class ExtrasRequest:
         return replace(self, image=image, source_parameters=image_parameters(image))
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], image_field: str = "image") -> ExtrasRequest:
-        known = {f.name: f for f in fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, value in values.items():
-            if key not in known or value is None or key == "source_parameters":
-                continue
-            kind = known[key].type
-            try:
-                if key == "image":
-                    kwargs[key] = to_image(value, image_field) if value != "" else None
-                elif kind == "int":
-                    kwargs[key] = int(value)
-                elif kind == "float":
-                    kwargs[key] = float(value)
-                elif kind == "bool":
-                    kwargs[key] = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-                else:
-                    kwargs[key] = str(value)
-            except (TypeError, ValueError) as exc:
-                raise UserError(f"{key} must be a number, not {value!r}.") from exc
+    def from_dict(cls, values: dict[str, Any]) -> ExtrasRequest:
+        """From A1111's API fields (unknown ones and None ignored), coerced as GenerationRequest's are."""
+        known = {f.name: f for f in fields(cls) if f.name != "source_parameters"}  # read from the picture only
+        kwargs = {key: _coerce(key, known[key].type, value, {}) for key, value in values.items()
+                  if key in known and value is not None and value != ""}  # fmt: skip
         return cls(**kwargs)
 
 
